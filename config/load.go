@@ -1,0 +1,191 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Error is one problem in a configuration file.
+type Error struct {
+	File string
+	Line int // 0 when unknown
+	Msg  string
+	Hint string // may be empty
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// Errors is every problem found in one file, in line order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap lets errors.As find each *Error.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// Path picks the configuration file: the flag, then $DANEROLL_CONFIG, then
+// the default.
+func Path(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := os.Getenv(EnvConfig); env != "" {
+		return env
+	}
+	return DefaultPath
+}
+
+// Load reads, decodes, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &Error{File: path, Msg: "no such configuration file",
+				Hint: "copy config.example.toml there, or name another file with -c or $" + EnvConfig}
+		}
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}
+	}
+	return parse(path, abs, string(data))
+}
+
+// Parse is Load for a configuration held in memory; name is used in messages
+// and relative paths are taken from the current directory.
+func Parse(name, src string) (*Config, error) {
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return nil, err
+	}
+	return parse(name, abs, src)
+}
+
+func parse(name, abs, src string) (*Config, error) {
+	cfg := &Config{File: name, pos: scanPositions(src)}
+	md, err := toml.Decode(src, cfg)
+	if err != nil {
+		return nil, decodeError(name, cfg.pos, err)
+	}
+	var errs Errors
+	for _, key := range md.Undecoded() {
+		k := key.String()
+		lines := cfg.pos.genericLines(k)
+		if len(lines) == 0 {
+			lines = []int{0}
+		}
+		for _, l := range lines {
+			errs = append(errs, &Error{File: name, Line: l, Msg: fmt.Sprintf("unknown key %q", k),
+				Hint: suggest(key)})
+		}
+	}
+	v := &validator{cfg: cfg, dir: filepath.Dir(abs)}
+	v.run()
+	errs = append(errs, v.errs...)
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+var decoderLine = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// decodeError turns the decoder's error into one of ours, with the line.
+func decodeError(name string, pos positions, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" {
+			msg = pe.LastKey + ": " + msg
+		}
+		return Errors{{File: name, Line: pe.Position.Line, Msg: msg}}
+	}
+	if m := decoderLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		msg := strings.Replace(m[3], "incompatible types: TOML value has type", "wrong type: the file has", 1)
+		return Errors{{File: name, Line: line, Msg: m[2] + ": " + msg}}
+	}
+	return Errors{{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
+}
+
+// known lists the keys of each table, for "did you mean" hints.
+var known = map[string][]string{
+	"":                {"state_dir", "acme", "dns", "certificate", "service"},
+	"acme":            {"directory", "email", "accept_tos", "ca_roots", "profile", "key_type", "renew_before"},
+	"dns":             {"resolver", "hold_factor", "confirm_timeout", "publisher"},
+	"dns.publisher.*": {"type", "api_token_file", "api_token_env", "api_url", "server", "tsig_name", "tsig_algorithm", "tsig_secret_file", "tsig_secret_env", "nameservers"},
+	"certificate": {"name", "domains", "challenge", "publisher", "http01_listen", "http01_webroot", "tls_alpn01_listen",
+		"key_type", "profile", "key_policy", "rekey_after", "renew_before", "tlsa", "tlsa_ttl", "tlsa_params", "services"},
+	"service.*": {"reload", "reload_timeout", "probe"},
+}
+
+func suggest(key toml.Key) string {
+	table := strings.Join(key[:len(key)-1], ".")
+	if len(key) == 4 && key[0] == "dns" && key[1] == "publisher" {
+		table = "dns.publisher.*"
+	}
+	if len(key) == 3 && key[0] == "service" {
+		table = "service.*"
+	}
+	last := key[len(key)-1]
+	best, bestDist := "", 3
+	for _, k := range known[table] {
+		if d := editDistance(last, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("did you mean %q?", best)
+	}
+	if opts, ok := known[table]; ok {
+		return "known keys here: " + strings.Join(opts, ", ")
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,573 @@
+package config
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// validator fills in defaults and collects every problem it finds.
+type validator struct {
+	cfg  *Config
+	dir  string // relative paths are taken from here
+	errs Errors
+}
+
+func (v *validator) fail(path, hint, format string, args ...any) {
+	v.errs = append(v.errs, &Error{
+		File: v.cfg.File,
+		Line: v.line(path),
+		Msg:  fmt.Sprintf(format, args...),
+		Hint: hint,
+	})
+}
+
+// line finds the line of path, else of its nearest enclosing table.
+func (v *validator) line(path string) int {
+	for q := path; q != ""; {
+		if l := v.cfg.pos.line(q); l > 0 {
+			return l
+		}
+		i := strings.LastIndexByte(q, '.')
+		if i < 0 {
+			return 0
+		}
+		q = q[:i]
+	}
+	return 0
+}
+
+func (v *validator) abs(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(v.dir, p)
+}
+
+func (v *validator) run() {
+	c := v.cfg
+	if c.StateDir == "" {
+		c.StateDir = DefaultState
+	}
+	c.StateDir = v.abs(c.StateDir)
+	v.acme()
+	v.dns()
+	v.services()
+	v.certificates()
+}
+
+func (v *validator) acme() {
+	a := &v.cfg.ACME
+	switch {
+	case a.Directory == "":
+		a.Directory = directoryAliases["letsencrypt"]
+	case directoryAliases[a.Directory] != "":
+		a.Directory = directoryAliases[a.Directory]
+	default:
+		u, err := url.Parse(a.Directory)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			v.fail("acme.directory", `use "letsencrypt", "letsencrypt-staging" or the https URL of an ACME directory`,
+				"acme.directory: %q is neither a known alias nor an https URL", a.Directory)
+		}
+	}
+	if a.Email != "" && !strings.Contains(a.Email, "@") {
+		v.fail("acme.email", "", "acme.email: %q is not an e-mail address", a.Email)
+	}
+	for i, root := range a.CARoots {
+		a.CARoots[i] = v.abs(root)
+		v.pemCerts("acme.ca_roots", a.CARoots[i])
+	}
+	if a.KeyType == "" {
+		a.KeyType = DefaultKey
+	}
+	v.keyType("acme.key_type", "acme.key_type", a.KeyType)
+}
+
+func (v *validator) keyType(path, label, kt string) {
+	if !slices.Contains(KeyTypes, kt) {
+		v.fail(path, "", "%s: unknown key type %q (want one of %s)", label, kt, strings.Join(KeyTypes, ", "))
+	}
+}
+
+func (v *validator) pemCerts(path, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.fail(path, "", "%s: cannot read %s: %v", lastKey(path), file, unwrapPath(err))
+		return
+	}
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+				v.fail(path, "", "%s: %s: bad certificate: %v", lastKey(path), file, err)
+				return
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		v.fail(path, "", "%s: %s holds no PEM certificate", lastKey(path), file)
+	}
+}
+
+var tsigAlgorithms = map[string]string{
+	"hmac-sha1":   dns.HmacSHA1,
+	"hmac-sha224": dns.HmacSHA224,
+	"hmac-sha256": dns.HmacSHA256,
+	"hmac-sha384": dns.HmacSHA384,
+	"hmac-sha512": dns.HmacSHA512,
+}
+
+// TSIGAlgorithm maps a configured algorithm name to its DNS name.
+func TSIGAlgorithm(name string) string { return tsigAlgorithms[name] }
+
+func (v *validator) dns() {
+	d := &v.cfg.DNS
+	if d.Resolver != "" {
+		d.Resolver = v.hostPort("dns.resolver", "dns.resolver", d.Resolver, "53")
+	}
+	if d.HoldFactor == 0 {
+		d.HoldFactor = DefaultHoldX
+	}
+	if d.HoldFactor < 1 {
+		v.fail("dns.hold_factor", "RFC 7671 §8.4 asks for at least 2", "dns.hold_factor: %v is less than 1", d.HoldFactor)
+	}
+	if d.ConfirmTimeout.Duration == 0 {
+		d.ConfirmTimeout.Duration = time.Hour
+	}
+	for _, name := range sortedKeys(d.Publishers) {
+		p := d.Publishers[name]
+		p.Name = name
+		v.publisher(p)
+	}
+}
+
+func (v *validator) publisher(p *Publisher) {
+	path := "dns.publisher." + p.Name
+	label := fmt.Sprintf("publisher %q", p.Name)
+	only := func(typ string, keys map[string]bool) {
+		for k, set := range keys {
+			if set {
+				v.fail(path+"."+k, "", "%s: %s applies only to type %q", label, k, typ)
+			}
+		}
+	}
+	cfKeys := map[string]bool{"api_token_file": p.APITokenFile != "", "api_token_env": p.APITokenEnv != "", "api_url": p.APIURL != ""}
+	tsigKeys := map[string]bool{"server": p.Server != "", "tsig_name": p.TSIGName != "", "tsig_algorithm": p.TSIGAlgorithm != "",
+		"tsig_secret_file": p.TSIGSecretFile != "", "tsig_secret_env": p.TSIGSecretEnv != ""}
+	switch p.Type {
+	case PublisherCloudflare:
+		only(PublisherRFC2136, tsigKeys)
+		v.secret(path, label, "api_token", &p.APITokenFile, p.APITokenEnv)
+		if p.APIURL == "" {
+			p.APIURL = "https://api.cloudflare.com/client/v4"
+		} else if u, err := url.Parse(p.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.fail(path+".api_url", "", "%s: api_url %q is not an http(s) URL", label, p.APIURL)
+		}
+	case PublisherRFC2136:
+		only(PublisherCloudflare, cfKeys)
+		if p.Server == "" {
+			v.fail(path, "", "%s: type rfc2136 needs server (host:port of the primary that takes updates)", label)
+		} else {
+			p.Server = v.hostPort(path+".server", label+": server", p.Server, "53")
+		}
+		if p.TSIGName == "" {
+			v.fail(path, "without TSIG anyone who reaches the server could change the zone",
+				"%s: type rfc2136 needs tsig_name", label)
+		} else {
+			p.TSIGName = dns.Fqdn(p.TSIGName)
+		}
+		if p.TSIGAlgorithm == "" {
+			p.TSIGAlgorithm = "hmac-sha256"
+		}
+		if tsigAlgorithms[p.TSIGAlgorithm] == "" {
+			v.fail(path+".tsig_algorithm", "", "%s: unknown tsig_algorithm %q (want hmac-sha256, hmac-sha512 or, for old servers, hmac-sha1)",
+				label, p.TSIGAlgorithm)
+		}
+		v.secret(path, label, "tsig_secret", &p.TSIGSecretFile, p.TSIGSecretEnv)
+	case PublisherManual:
+		only(PublisherCloudflare, cfKeys)
+		only(PublisherRFC2136, tsigKeys)
+	case "":
+		v.fail(path, "", "%s: missing type (cloudflare, rfc2136 or manual)", label)
+	default:
+		v.fail(path+".type", "", "%s: unknown type %q (want cloudflare, rfc2136 or manual)", label, p.Type)
+	}
+	for i, ns := range p.Nameservers {
+		p.Nameservers[i] = v.hostPort(path+".nameservers", label+": nameservers", ns, "53")
+	}
+}
+
+// secret checks that exactly one of NAME_file and NAME_env is set, that the
+// file can be read and is not readable by everyone, or that the variable is
+// set. It never reads the secret into the configuration.
+func (v *validator) secret(path, label, name string, file *string, env string) {
+	switch {
+	case *file != "" && env != "":
+		v.fail(path+"."+name+"_env", "", "%s: set %s_file or %s_env, not both", label, name, name)
+	case *file == "" && env == "":
+		v.fail(path, "", "%s: missing %s_file (or %s_env naming an environment variable)", label, name, name)
+	case env != "":
+		if os.Getenv(env) == "" {
+			v.fail(path+"."+name+"_env", "", "%s: environment variable %s is not set", label, env)
+		}
+	default:
+		*file = v.abs(*file)
+		key := path + "." + name + "_file"
+		fi, err := os.Stat(*file)
+		if err != nil {
+			v.fail(key, "", "%s: %s_file: %v", label, name, err)
+			return
+		}
+		if !fi.Mode().IsRegular() {
+			v.fail(key, "", "%s: %s_file: %s is not a regular file", label, name, *file)
+			return
+		}
+		if fi.Mode().Perm()&0o004 != 0 {
+			v.fail(key, fmt.Sprintf("chmod 600 %s", *file), "%s: %s_file: %s is readable by everyone (mode %04o)",
+				label, name, *file, fi.Mode().Perm())
+			return
+		}
+		f, err := os.Open(*file)
+		if err != nil {
+			v.fail(key, "", "%s: %s_file: %v", label, name, err)
+			return
+		}
+		f.Close()
+	}
+}
+
+func (v *validator) hostPort(path, label, hp, defPort string) string {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		// no port given
+		host, port = strings.Trim(hp, "[]"), defPort
+	}
+	n, err := strconv.Atoi(port)
+	if host == "" || err != nil || n < 1 || n > 65535 || strings.ContainsAny(host, " /") {
+		v.fail(path, "", "%s: %q is not host:port", label, hp)
+		return hp
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// probeSchemes maps probe URL schemes to their default ports.
+var probeSchemes = map[string]string{
+	"smtp": "25", "submission": "587", "smtps": "465",
+	"imap": "143", "imaps": "993", "pop3": "110", "pop3s": "995",
+	"tls": "443", "https": "443",
+}
+
+// ProbeDefaultPort returns the default port of a probe scheme, or "".
+func ProbeDefaultPort(scheme string) string { return probeSchemes[scheme] }
+
+func (v *validator) services() {
+	for _, name := range sortedKeys(v.cfg.Services) {
+		s := v.cfg.Services[name]
+		s.Name = name
+		path := "service." + name
+		label := fmt.Sprintf("service %q", name)
+		if len(s.Reload) == 0 && len(s.Probe) == 0 {
+			v.fail(path, "", "%s: needs reload (a command as an argv array) or probe", label)
+		}
+		if len(s.Reload) > 0 && strings.TrimSpace(s.Reload[0]) == "" {
+			v.fail(path+".reload", "", "%s: reload: empty command", label)
+		}
+		if len(s.Reload) == 1 && strings.ContainsAny(s.Reload[0], " \t") {
+			v.fail(path+".reload", fmt.Sprintf("write it as an array: reload = %s", argvHint(s.Reload[0])),
+				"%s: reload: %q is one word with spaces; commands are never split on spaces", label, s.Reload[0])
+		}
+		if s.ReloadTimeout.Duration == 0 {
+			s.ReloadTimeout.Duration = time.Minute
+		}
+		for _, p := range s.Probe {
+			if err := checkProbe(p); err != nil {
+				v.fail(path+".probe", "", "%s: probe %q: %v", label, p, err)
+			}
+		}
+		v.cfg.Services[name] = s
+	}
+}
+
+func argvHint(s string) string {
+	var q []string
+	for _, f := range strings.Fields(s) {
+		q = append(q, strconv.Quote(f))
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+func checkProbe(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if probeSchemes[u.Scheme] == "" {
+		return fmt.Errorf("unknown scheme %q (want smtp, submission, smtps, imap, imaps, pop3, pop3s, tls or https)", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("no host")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("bad port %q", p)
+		}
+	}
+	return nil
+}
+
+var (
+	certName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	tlsaOwner = regexp.MustCompile(`^_([0-9]{1,5})\._(tcp|udp|sctp)\.(.+)$`)
+)
+
+func (v *validator) certificates() {
+	c := v.cfg
+	seen := map[string]int{}
+	for i, cert := range c.Certificates {
+		cert.index = i
+		if cert.Name == "" && len(cert.Domains) > 0 {
+			cert.Name = strings.TrimPrefix(strings.ToLower(cert.Domains[0]), "*.")
+		}
+		v.certificate(cert)
+		if first, dup := seen[cert.Name]; dup && cert.Name != "" {
+			v.fail(certPath(i, "name"), "", "certificate %q: duplicate name (also at line %d)", cert.Name, v.line(certPath(first, "name")))
+		} else {
+			seen[cert.Name] = i
+		}
+	}
+}
+
+func (v *validator) certificate(cert *Certificate) {
+	c := v.cfg
+	p := func(key string) string { return certPath(cert.index, key) }
+	label := fmt.Sprintf("certificate %q", cert.Name)
+	if cert.Name == "" {
+		label = fmt.Sprintf("certificate #%d", cert.index+1)
+	}
+	if cert.Name != "" && !certName.MatchString(cert.Name) {
+		v.fail(p("name"), "", "%s: name may hold only letters, digits, '.', '-' and '_'", label)
+	}
+	if len(cert.Domains) == 0 {
+		v.fail(p("domains"), `e.g. domains = ["mail.example.org"]`, "%s: domains is empty", label)
+	}
+	wildcard := false
+	for i, d := range cert.Domains {
+		d = strings.ToLower(strings.TrimSuffix(d, "."))
+		cert.Domains[i] = d
+		name := strings.TrimPrefix(d, "*.")
+		wildcard = wildcard || name != d
+		if _, ok := dns.IsDomainName(name); !ok || !strings.Contains(name, ".") || strings.Contains(name, "*") {
+			v.fail(p("domains"), "", "%s: %q is not a domain name", label, d)
+		}
+	}
+
+	if cert.Challenge == "" {
+		cert.Challenge = ChallengeHTTP01
+		if cert.Publisher != "" {
+			cert.Challenge = ChallengeDNS01
+		}
+	}
+	switch cert.Challenge {
+	case ChallengeHTTP01:
+		if cert.HTTP01Listen != "" && cert.HTTP01Webroot != "" {
+			v.fail(p("http01_webroot"), "", "%s: set http01_listen or http01_webroot, not both", label)
+		}
+		if cert.HTTP01Listen == "" && cert.HTTP01Webroot == "" {
+			cert.HTTP01Listen = ":80"
+		}
+		if cert.HTTP01Listen != "" {
+			cert.HTTP01Listen = v.listen(p("http01_listen"), label+": http01_listen", cert.HTTP01Listen)
+		}
+		cert.HTTP01Webroot = v.abs(cert.HTTP01Webroot)
+		if cert.TLSALPN01Listen != "" {
+			v.fail(p("tls_alpn01_listen"), "", "%s: tls_alpn01_listen applies only to challenge = \"tls-alpn-01\"", label)
+		}
+	case ChallengeTLSALPN01:
+		if cert.TLSALPN01Listen == "" {
+			cert.TLSALPN01Listen = ":443"
+		}
+		cert.TLSALPN01Listen = v.listen(p("tls_alpn01_listen"), label+": tls_alpn01_listen", cert.TLSALPN01Listen)
+		if cert.HTTP01Listen != "" || cert.HTTP01Webroot != "" {
+			v.fail(p("http01_listen"), "", "%s: http01_* keys apply only to challenge = \"http-01\"", label)
+		}
+	case ChallengeDNS01:
+		if cert.Publisher == "" {
+			v.fail(p("challenge"), "name one of the [dns.publisher.NAME] tables", "%s: dns-01 needs publisher", label)
+		}
+		if cert.HTTP01Listen != "" || cert.HTTP01Webroot != "" || cert.TLSALPN01Listen != "" {
+			v.fail(p("challenge"), "", "%s: http01_* and tls_alpn01_listen do not apply to dns-01", label)
+		}
+	default:
+		v.fail(p("challenge"), "", "%s: unknown challenge %q (want http-01, tls-alpn-01 or dns-01)", label, cert.Challenge)
+	}
+	if wildcard && cert.Challenge != ChallengeDNS01 {
+		v.fail(p("domains"), "", "%s: wildcard names need challenge = \"dns-01\"", label)
+	}
+	if cert.Publisher != "" && c.DNS.Publishers[cert.Publisher] == nil {
+		v.fail(p("publisher"), definedHint("[dns.publisher.NAME]", sortedKeys(c.DNS.Publishers)),
+			"%s: publisher %q is not defined", label, cert.Publisher)
+	}
+
+	if cert.KeyType == "" {
+		cert.KeyType = c.ACME.KeyType
+	} else {
+		v.keyType(p("key_type"), label+": key_type", cert.KeyType)
+	}
+	if cert.Profile == "" {
+		cert.Profile = c.ACME.Profile
+	}
+	if cert.RenewBefore.Duration == 0 {
+		cert.RenewBefore = c.ACME.RenewBefore
+	}
+
+	if cert.KeyPolicy == "" {
+		cert.KeyPolicy = DefaultPolicy
+	}
+	switch cert.KeyPolicy {
+	case PolicyRollover:
+		if cert.RekeyAfter.Duration == 0 {
+			cert.RekeyAfter.Duration = DefaultRekey
+		}
+		if cert.RekeyAfter.Duration < 24*time.Hour {
+			v.fail(p("rekey_after"), "", "%s: rekey_after %s is shorter than a day", label, FormatDuration(cert.RekeyAfter.Duration))
+		}
+	case PolicyReuse, PolicyFresh:
+		if cert.RekeyAfter.Duration != 0 {
+			v.fail(p("rekey_after"), "", "%s: rekey_after applies only to key_policy = \"rollover\"", label)
+		}
+	default:
+		v.fail(p("key_policy"), "", "%s: unknown key_policy %q (want reuse, rollover or fresh)", label, cert.KeyPolicy)
+	}
+
+	if len(cert.TLSA) > 0 && cert.Publisher == "" {
+		v.fail(p("tlsa"), `add publisher = "NAME" (type manual prints the changes for you to make)`,
+			"%s: tlsa records need a publisher", label)
+	}
+	for i, owner := range cert.TLSA {
+		owner = strings.ToLower(strings.TrimSuffix(owner, "."))
+		cert.TLSA[i] = owner
+		m := tlsaOwner.FindStringSubmatch(owner)
+		if m == nil {
+			v.fail(p("tlsa"), `e.g. "_25._tcp.mail.example.org"`, "%s: tlsa name %q is not _PORT._PROTO.HOST", label, owner)
+			continue
+		}
+		if port, _ := strconv.Atoi(m[1]); port < 1 || port > 65535 {
+			v.fail(p("tlsa"), "", "%s: tlsa name %q: bad port %s", label, owner, m[1])
+		}
+		if _, ok := dns.IsDomainName(m[3]); !ok {
+			v.fail(p("tlsa"), "", "%s: tlsa name %q: bad host name", label, owner)
+		}
+	}
+	if cert.TLSATTL == 0 {
+		cert.TLSATTL = DefaultTTL
+	}
+	if cert.TLSATTL < 1 || cert.TLSATTL > 7*86400 {
+		v.fail(p("tlsa_ttl"), "", "%s: tlsa_ttl %d is out of range (1 to 604800 seconds)", label, cert.TLSATTL)
+	}
+	if len(cert.TLSAParams) == 0 {
+		cert.TLSAParams = []string{"3 1 1"}
+	}
+	for _, tp := range cert.TLSAParams {
+		if err := checkTLSAParams(tp); err != nil {
+			v.fail(p("tlsa_params"), "daneroll manages DANE-EE SPKI records: \"3 1 1\" (or \"3 1 2\")", "%s: tlsa_params %q: %v", label, tp, err)
+		}
+	}
+
+	for _, s := range cert.Services {
+		if _, ok := c.Services[s]; !ok {
+			v.fail(p("services"), definedHint("[service.NAME]", sortedKeys(c.Services)), "%s: service %q is not defined", label, s)
+		}
+	}
+}
+
+// checkTLSAParams accepts "3 1 M": records for the end-entity key, the only
+// digest that is known before the certificate is issued and that stays the
+// same across renewals with the same key.
+func checkTLSAParams(s string) error {
+	f := strings.Fields(s)
+	if len(f) != 3 {
+		return fmt.Errorf("want three numbers, usage selector matching")
+	}
+	n := make([]int, 3)
+	for i, x := range f {
+		v, err := strconv.Atoi(x)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", x)
+		}
+		n[i] = v
+	}
+	if n[0] != 3 {
+		return fmt.Errorf("usage %d: only 3 (DANE-EE) is managed; CA pins (0, 2) break when the CA rotates intermediates", n[0])
+	}
+	if n[1] != 1 {
+		return fmt.Errorf("selector %d: only 1 (SPKI) is managed; a full-certificate digest changes with every renewal", n[1])
+	}
+	if n[2] < 0 || n[2] > 2 {
+		return fmt.Errorf("matching type %d: want 0 (full), 1 (SHA-256) or 2 (SHA-512)", n[2])
+	}
+	return nil
+}
+
+// ParseTLSAParams returns the three numbers of a validated "3 1 1" triple.
+func ParseTLSAParams(s string) (usage, selector, matching uint8) {
+	f := strings.Fields(s)
+	u, _ := strconv.Atoi(f[0])
+	sel, _ := strconv.Atoi(f[1])
+	m, _ := strconv.Atoi(f[2])
+	return uint8(u), uint8(sel), uint8(m)
+}
+
+func (v *validator) listen(path, label, addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		v.fail(path, `e.g. ":80" or "127.0.0.1:8080"`, "%s: %q is not [host]:port", label, addr)
+	}
+	return addr
+}
+
+func definedHint(table string, names []string) string {
+	if len(names) == 0 {
+		return "define it in a " + table + " table"
+	}
+	return "defined: " + strings.Join(names, ", ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func lastKey(path string) string {
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[i+1:]
+	}
+	return path
+}
+
+func unwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
