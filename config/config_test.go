@@ -179,8 +179,8 @@ func TestBadConfigs(t *testing.T) {
 func TestHints(t *testing.T) {
 	tests := map[string]string{
 		"[[certificate]]\ndomains = [\"a.example.org\"]\nchalenge = \"dns-01\"\n": `did you mean "challenge"?`,
-		"[service.p]\nreload = [\"postfix reload\"]\n":                              `write it as an array: reload = ["postfix", "reload"]`,
-		"[[certificate]]\ndomains = [\"a.example.org\"]\npublisher = \"x\"\n":       "define it in a [dns.publisher.NAME] table",
+		"[service.p]\nreload = [\"postfix reload\"]\n":                            `write it as an array: reload = ["postfix", "reload"]`,
+		"[[certificate]]\ndomains = [\"a.example.org\"]\npublisher = \"x\"\n":     "define it in a [dns.publisher.NAME] table",
 	}
 	for src, want := range tests {
 		_, err := Parse("x.toml", src)
