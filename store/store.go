@@ -1,0 +1,410 @@
+package store
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Store is a state directory.
+type Store struct {
+	dir string
+	now func() time.Time
+}
+
+// Open prepares the state directory dir (creating it 0700 if needed).
+func Open(dir string) (*Store, error) {
+	if !filepath.IsAbs(dir) {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, err
+		}
+		dir = abs
+	}
+	if err := mkdirPrivate(dir); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	return &Store{dir: dir, now: time.Now}, nil
+}
+
+// OpenReadOnly opens an existing state directory without creating
+// anything, for commands that only look (status).
+func OpenReadOnly(dir string) (*Store, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	return &Store{dir: dir, now: time.Now}, nil
+}
+
+// Dir returns the state directory.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) path(parts ...string) string {
+	return filepath.Join(append([]string{s.dir}, parts...)...)
+}
+
+// Key slots.
+const (
+	Current = "current"
+	Next    = "next"
+)
+
+// KeyPath returns the file of a key slot.
+func (s *Store) KeyPath(name, slot string) string {
+	return s.path("keys", name, slot+".pem")
+}
+
+// ReadKey reads a key slot. A missing key gives an error that matches
+// os.ErrNotExist.
+func (s *Store) ReadKey(name, slot string) (crypto.Signer, error) {
+	data, err := os.ReadFile(s.KeyPath(name, slot))
+	if err != nil {
+		return nil, err
+	}
+	key, err := ParseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.KeyPath(name, slot), err)
+	}
+	return key, nil
+}
+
+// WriteKey stores key in a slot, 0600 in a 0700 directory.
+func (s *Store) WriteKey(name, slot string, key crypto.Signer) error {
+	data, err := EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	dir := s.path("keys", name)
+	if err := mkdirPrivate(dir); err != nil {
+		return err
+	}
+	return WriteFile(s.KeyPath(name, slot), data, 0o600)
+}
+
+// RemoveKey deletes a key slot; a missing slot is not an error.
+func (s *Store) RemoveKey(name, slot string) error {
+	err := os.Remove(s.KeyPath(name, slot))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDir(s.path("keys", name))
+}
+
+// EncodeKey writes a private key as PKCS #8 PEM.
+func EncodeKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseKey reads the first private key of a PEM file: PKCS #8, PKCS #1
+// (RSA) or SEC 1 (EC), the forms certbot and openssl write.
+func ParseKey(data []byte) (crypto.Signer, error) {
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, errors.New("no private key in PEM data")
+		}
+		var (
+			key any
+			err error
+		)
+		switch b.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(b.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", strings.ToLower(b.Type), err)
+		}
+		switch k := key.(type) {
+		case *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey:
+			return k.(crypto.Signer), nil
+		}
+		return nil, fmt.Errorf("unsupported key type %T", key)
+	}
+}
+
+// Set is one certificate set: a key and the certificate issued for it.
+type Set struct {
+	ID    string // the archive directory name, "0001", "0002", …
+	Key   []byte // PEM private key
+	Cert  []byte // PEM leaf certificate
+	Chain []byte // PEM issuer certificates, leaf's issuer first
+}
+
+// FullChain is the leaf followed by the chain.
+func (s *Set) FullChain() []byte {
+	return append(append([]byte{}, s.Cert...), s.Chain...)
+}
+
+// Leaf parses the leaf certificate.
+func (s *Set) Leaf() (*x509.Certificate, error) {
+	b, _ := pem.Decode(s.Cert)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("no certificate in cert.pem")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+// Certificates parses the full chain, leaf first.
+func (s *Set) Certificates() ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for rest := s.FullChain(); ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificates in set")
+	}
+	return out, nil
+}
+
+// The files of a set.
+const (
+	FilePrivKey   = "privkey.pem"
+	FileCert      = "cert.pem"
+	FileChain     = "chain.pem"
+	FileFullChain = "fullchain.pem"
+	FileCombined  = "combined.pem"
+)
+
+// LiveDir is the path services are configured with: STATE/live/NAME.
+func (s *Store) LiveDir(name string) string { return s.path("live", name) }
+
+func (s *Store) archiveDir(name string) string { return s.path("archive", name) }
+
+// Install writes set into the archive under a new ID and returns it; it does
+// not change what is live. The set appears complete or not at all.
+func (s *Store) Install(name string, set *Set) (string, error) {
+	if _, err := ParseKey(set.Key); err != nil {
+		return "", fmt.Errorf("install %s: %w", name, err)
+	}
+	if _, err := set.Leaf(); err != nil {
+		return "", fmt.Errorf("install %s: %w", name, err)
+	}
+	adir := s.archiveDir(name)
+	if err := mkdirPrivate(adir); err != nil {
+		return "", err
+	}
+	ids, err := s.Sets(name)
+	if err != nil {
+		return "", err
+	}
+	next := 1
+	if len(ids) > 0 {
+		last, _ := strconv.Atoi(ids[len(ids)-1])
+		next = last + 1
+	}
+	id := fmt.Sprintf("%04d", next)
+	tmp, err := os.MkdirTemp(adir, ".new-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	files := []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{FilePrivKey, set.Key, 0o600},
+		{FileCert, set.Cert, 0o644},
+		{FileChain, set.Chain, 0o644},
+		{FileFullChain, set.FullChain(), 0o644},
+		{FileCombined, append(append([]byte{}, set.Key...), set.FullChain()...), 0o600},
+	}
+	for _, f := range files {
+		if err := WriteFile(filepath.Join(tmp, f.name), f.data, f.perm); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, filepath.Join(adir, id)); err != nil {
+		return "", fmt.Errorf("install %s: %w", name, err)
+	}
+	if err := syncDir(adir); err != nil {
+		return "", err
+	}
+	set.ID = id
+	return id, nil
+}
+
+// Sets lists the archived set IDs of name, oldest first.
+func (s *Store) Sets(name string) ([]string, error) {
+	entries, err := os.ReadDir(s.archiveDir(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Switch makes the archived set id live for name in one atomic step: the
+// symlink STATE/live/NAME is replaced by rename.
+func (s *Store) Switch(name, id string) error {
+	if _, err := os.Stat(filepath.Join(s.archiveDir(name), id, FileFullChain)); err != nil {
+		return fmt.Errorf("switch %s to set %s: %w", name, id, err)
+	}
+	ldir := s.path("live")
+	if err := mkdirPrivate(ldir); err != nil {
+		return err
+	}
+	live := s.LiveDir(name)
+	if fi, err := os.Lstat(live); err == nil && fi.Mode()&os.ModeSymlink == 0 {
+		return fmt.Errorf("switch %s: %s is not a symlink daneroll made; move it away", name, live)
+	}
+	tmp := filepath.Join(ldir, "."+name+".new")
+	_ = os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("..", "archive", name, id), tmp); err != nil {
+		return fmt.Errorf("switch %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, live); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("switch %s: %w", name, err)
+	}
+	return syncDir(ldir)
+}
+
+// LiveID returns the ID of the live set, or "" when none is live.
+func (s *Store) LiveID(name string) (string, error) {
+	target, err := os.Readlink(s.LiveDir(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return filepath.Base(target), nil
+}
+
+// Live reads the live set, or returns (nil, nil) when there is none. The
+// files are read through one directory handle, so a concurrent switch
+// cannot mix two sets.
+func (s *Store) Live(name string) (*Set, error) {
+	id, err := s.LiveID(name)
+	if err != nil || id == "" {
+		return nil, err
+	}
+	return s.Set(name, id)
+}
+
+// Set reads an archived set.
+func (s *Store) Set(name, id string) (*Set, error) {
+	root, err := os.OpenRoot(filepath.Join(s.archiveDir(name), id))
+	if err != nil {
+		return nil, fmt.Errorf("set %s/%s: %w", name, id, err)
+	}
+	defer root.Close()
+	set := &Set{ID: id}
+	for _, f := range []struct {
+		name string
+		dst  *[]byte
+	}{{FilePrivKey, &set.Key}, {FileCert, &set.Cert}, {FileChain, &set.Chain}} {
+		if *f.dst, err = root.ReadFile(f.name); err != nil {
+			return nil, fmt.Errorf("set %s/%s: %w", name, id, err)
+		}
+	}
+	return set, nil
+}
+
+// ReadJSON reads STATE/rel into v; it reports false when the file does not
+// exist.
+func (s *Store) ReadJSON(rel string, v any) (bool, error) {
+	data, err := os.ReadFile(s.path(rel))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("%s: %w", s.path(rel), err)
+	}
+	return true, nil
+}
+
+// WriteJSON writes v to STATE/rel atomically (0600, directories 0700).
+func (s *Store) WriteJSON(rel string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := s.path(rel)
+	if err := mkdirPrivate(filepath.Dir(p)); err != nil {
+		return err
+	}
+	return WriteFile(p, append(data, '\n'), 0o600)
+}
+
+// Remove deletes STATE/rel; a missing file is not an error.
+func (s *Store) Remove(rel string) error {
+	err := os.Remove(s.path(rel))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// JournalPath is the journal file of a certificate, relative to the state
+// directory.
+func JournalPath(name string) string { return filepath.Join("journal", name+".json") }
+
+// AccountDir returns the directory of the ACME account for a directory URL
+// and e-mail address, creating it 0700.
+func (s *Store) AccountDir(directory, email string) (string, error) {
+	host := directory
+	if u, err := url.Parse(directory); err == nil && u.Host != "" {
+		host = strings.ReplaceAll(u.Host, ":", "_")
+	}
+	if email == "" {
+		email = "default"
+	}
+	dir := s.path("accounts", host, email)
+	if err := mkdirPrivate(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
