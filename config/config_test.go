@@ -185,7 +185,7 @@ func TestHints(t *testing.T) {
 	for src, want := range tests {
 		_, err := Parse("x.toml", src)
 		var ce *Error
-		if !errors.As(err, &ce) || ce.Hint != want {
+		if !errors.As(err, &ce) || ce.Hint() != want {
 			t.Errorf("Parse(%q): hint of %v is %q, want %q", src, err, hintOf(err), want)
 		}
 	}
@@ -194,7 +194,7 @@ func TestHints(t *testing.T) {
 func hintOf(err error) string {
 	var ce *Error
 	if errors.As(err, &ce) {
-		return ce.Hint
+		return ce.Hint()
 	}
 	return ""
 }
@@ -202,7 +202,7 @@ func hintOf(err error) string {
 func TestMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "none.toml"))
 	var ce *Error
-	if !errors.As(err, &ce) || !strings.Contains(ce.Msg, "no such configuration file") || ce.Hint == "" {
+	if !errors.As(err, &ce) || !strings.Contains(ce.Msg, "no such configuration file") || ce.Hint() == "" {
 		t.Fatalf("err = %v", err)
 	}
 }

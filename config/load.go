@@ -18,7 +18,7 @@ type Error struct {
 	File string
 	Line int // 0 when unknown
 	Msg  string
-	Hint string // may be empty
+	Suggestion string // may be empty
 }
 
 func (e *Error) Error() string {
@@ -27,6 +27,9 @@ func (e *Error) Error() string {
 	}
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
+
+// Hint returns advice on fixing the problem, or "".
+func (e *Error) Hint() string { return e.Suggestion }
 
 // Errors is every problem found in one file, in line order.
 type Errors []*Error
@@ -70,7 +73,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, &Error{File: path, Msg: "no such configuration file",
-				Hint: "copy config.example.toml there, or name another file with -c or $" + EnvConfig}
+				Suggestion: "copy config.example.toml there, or name another file with -c or $" + EnvConfig}
 		}
 		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}
 	}
@@ -102,7 +105,7 @@ func parse(name, abs, src string) (*Config, error) {
 		}
 		for _, l := range lines {
 			errs = append(errs, &Error{File: name, Line: l, Msg: fmt.Sprintf("unknown key %q", k),
-				Hint: suggest(key)})
+				Suggestion: suggest(key)})
 		}
 	}
 	v := &validator{cfg: cfg, dir: filepath.Dir(abs)}

@@ -30,7 +30,7 @@ func (v *validator) fail(path, hint, format string, args ...any) {
 		File: v.cfg.File,
 		Line: v.line(path),
 		Msg:  fmt.Sprintf(format, args...),
-		Hint: hint,
+		Suggestion: hint,
 	})
 }
 
