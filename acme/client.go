@@ -1,0 +1,277 @@
+// Package acme obtains certificates over ACME with lego, always for a key
+// the caller chooses, so that daneroll decides when a key changes.
+//
+// # Accounts
+//
+// One account per directory URL and e-mail address, stored under the state
+// directory (accounts/HOST/EMAIL/key.pem 0600 and account.json). A new
+// account is registered only when the configuration accepts the CA's terms
+// of service; otherwise [NewClient] returns a [*TOSError] carrying their URL.
+//
+// # Issuance
+//
+// [Client.Obtain] runs one order for a set of names with a caller-supplied
+// key, an optional ACME profile and, for renewals, the certificate it
+// replaces (RFC 9773 "replaces"). Challenges are solved by lego's standalone
+// http-01 and tls-alpn-01 servers, a webroot, or dns-01 through a
+// [TXTPublisher] (daneroll's DNS publishers, so that one publisher serves
+// both challenges and TLSA records).
+//
+// # Renewal timing
+//
+// [Client.RenewalInfo] asks the CA for its suggested renewal window (ARI);
+// [Schedule] picks a time in it, or falls back to renew_before.
+package acme
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	legoacme "github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/certcrypto"
+	"github.com/go-acme/lego/v5/lego"
+	"github.com/go-acme/lego/v5/registration"
+
+	"github.com/daneroll/daneroll/store"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Directory is the URL of the ACME directory.
+	Directory string
+	Email     string
+	AcceptTOS bool
+	// CARoots are PEM files of extra roots trusted for the ACME server's
+	// HTTPS, added to the system pool.
+	CARoots []string
+	// AccountDir holds the account key and registration.
+	AccountDir string
+	// HTTPClient overrides the client built from CARoots (tests).
+	HTTPClient *http.Client
+	UserAgent  string
+	Logger     *slog.Logger
+}
+
+// Client talks to one ACME server with one account.
+type Client struct {
+	lego    *lego.Client
+	account *account
+	log     *slog.Logger
+	dir     string
+}
+
+// TOSError is returned when a new account would have to accept terms of
+// service that the configuration has not accepted.
+type TOSError struct {
+	URL string // may be empty when the CA does not publish one
+}
+
+func (e *TOSError) Error() string {
+	if e.URL == "" {
+		return "the CA requires accepting its terms of service"
+	}
+	return "the CA requires accepting its terms of service: " + e.URL
+}
+
+// Hint tells the user what to change.
+func (e *TOSError) Hint() string {
+	return "read them, then set accept_tos = true in [acme]"
+}
+
+// NewClient loads or creates the account and, if needed, registers it.
+func NewClient(ctx context.Context, opts Options) (*Client, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		var err error
+		if hc, err = httpClient(opts.CARoots); err != nil {
+			return nil, err
+		}
+	}
+	acct, err := loadAccount(opts.AccountDir, opts.Email)
+	if err != nil {
+		return nil, err
+	}
+	cfg := lego.NewConfig(acct)
+	cfg.CADirURL = opts.Directory
+	cfg.HTTPClient = hc
+	cfg.UserAgent = opts.UserAgent
+	lc, err := lego.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("acme: directory %s: %w", opts.Directory, unwrapURL(err))
+	}
+	c := &Client{lego: lc, account: acct, log: log, dir: opts.Directory}
+	if acct.Registration == nil {
+		if !opts.AcceptTOS {
+			return nil, &TOSError{URL: lc.GetServerMetadata().TermsOfService}
+		}
+		reg, err := lc.Registration.Register(ctx, registration.RegisterOptions{TermsOfServiceAgreed: true})
+		if err != nil {
+			return nil, fmt.Errorf("acme: register account: %w", describe(err))
+		}
+		acct.Registration = reg
+		if err := acct.save(); err != nil {
+			return nil, err
+		}
+		log.Info("registered ACME account", "directory", opts.Directory, "account", reg.Location)
+	}
+	return c, nil
+}
+
+// httpClient trusts the system roots plus the given PEM files.
+func httpClient(roots []string) (*http.Client, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range roots {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("acme: ca_roots: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("acme: ca_roots: no certificates in %s", f)
+		}
+	}
+	return &http.Client{
+		Timeout: 2 * time.Minute,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   30 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+			TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		},
+	}, nil
+}
+
+// account implements lego's registration.User.
+type account struct {
+	Email        string                    `json:"email"`
+	Registration *legoacme.ExtendedAccount `json:"registration"`
+
+	key crypto.Signer
+	dir string
+}
+
+func (a *account) GetEmail() string                           { return a.Email }
+func (a *account) GetRegistration() *legoacme.ExtendedAccount { return a.Registration }
+func (a *account) GetPrivateKey() crypto.Signer               { return a.key }
+
+const (
+	accountKeyFile  = "key.pem"
+	accountJSONFile = "account.json"
+)
+
+// loadAccount reads the account in dir, creating its key if there is none.
+// The key is written before any registration so that a retry after a
+// failure registers the same key.
+func loadAccount(dir, email string) (*account, error) {
+	a := &account{Email: email, dir: dir}
+	keyPath := filepath.Join(dir, accountKeyFile)
+	data, err := os.ReadFile(keyPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		pemKey, err := store.EncodeKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := store.WriteFile(keyPath, pemKey, 0o600); err != nil {
+			return nil, fmt.Errorf("acme: account key: %w", err)
+		}
+		a.key = k
+	case err != nil:
+		return nil, fmt.Errorf("acme: account key: %w", err)
+	default:
+		if a.key, err = store.ParseKey(data); err != nil {
+			return nil, fmt.Errorf("acme: account key %s: %w", keyPath, err)
+		}
+	}
+	data, err = os.ReadFile(filepath.Join(dir, accountJSONFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("acme: account: %w", err)
+	default:
+		var saved account
+		if err := json.Unmarshal(data, &saved); err != nil {
+			return nil, fmt.Errorf("acme: account %s: %w", filepath.Join(dir, accountJSONFile), err)
+		}
+		if saved.Registration != nil && saved.Registration.Location != "" {
+			a.Registration = saved.Registration
+		}
+	}
+	return a, nil
+}
+
+func (a *account) save() error {
+	data, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return err
+	}
+	return store.WriteFile(filepath.Join(a.dir, accountJSONFile), append(data, '\n'), 0o600)
+}
+
+// GenerateKey makes a new certificate key of a configured type.
+func GenerateKey(keyType string) (crypto.Signer, error) {
+	kt, err := certcrypto.ToKeyType(keyType)
+	if err != nil {
+		return nil, fmt.Errorf("acme: %w", err)
+	}
+	return certcrypto.GeneratePrivateKey(kt)
+}
+
+// KeyTypeOf names the configured key type a key has ("ec256", …), or "".
+func KeyTypeOf(key crypto.Signer) string {
+	kt, err := certcrypto.GetPrivateKeyType(key)
+	if err != nil {
+		return ""
+	}
+	switch kt {
+	case certcrypto.EC256:
+		return "ec256"
+	case certcrypto.EC384:
+		return "ec384"
+	case certcrypto.RSA2048:
+		return "rsa2048"
+	case certcrypto.RSA3072:
+		return "rsa3072"
+	case certcrypto.RSA4096:
+		return "rsa4096"
+	}
+	return ""
+}
+
+func unwrapURL(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			var ne *net.OpError
+			if errors.As(inner, &ne) {
+				return ne
+			}
+		}
+	}
+	return err
+}

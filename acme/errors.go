@@ -1,0 +1,97 @@
+package acme
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	legoacme "github.com/go-acme/lego/v5/acme"
+)
+
+// Problem is an error the ACME server returned (RFC 8555 §6.7), in one
+// line a person can act on.
+type Problem struct {
+	// Type is the short problem type, e.g. "rateLimited", "unauthorized".
+	Type   string
+	Detail string
+	Status int
+	// RetryAfter is set for rate limits when the server says when to retry.
+	RetryAfter time.Duration
+	// Sub are per-identifier problems, "name: detail".
+	Sub []string
+
+	err error
+}
+
+func (p *Problem) Error() string {
+	var b strings.Builder
+	switch p.Type {
+	case "rateLimited":
+		b.WriteString("rate limited by the CA")
+	case "":
+		fmt.Fprintf(&b, "the CA answered %d", p.Status)
+	default:
+		b.WriteString("the CA refused (" + p.Type + ")")
+	}
+	if p.Detail != "" {
+		b.WriteString(": " + p.Detail)
+	}
+	for _, s := range p.Sub {
+		b.WriteString("; " + s)
+	}
+	if p.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (retry after %s)", p.RetryAfter.Round(time.Second))
+	}
+	return b.String()
+}
+
+// Unwrap gives the lego error.
+func (p *Problem) Unwrap() error { return p.err }
+
+// Hint suggests what to do.
+func (p *Problem) Hint() string {
+	switch p.Type {
+	case "rateLimited":
+		return "nothing was changed; run daneroll again later (Let's Encrypt's limits: https://letsencrypt.org/docs/rate-limits/)"
+	case "unauthorized", "connection", "dns", "incorrectResponse", "tls", "caa":
+		return "the CA could not validate the challenge; check that the names point at this host (http-01, tls-alpn-01) or that the publisher controls the zone (dns-01)"
+	case "invalidProfile":
+		return "check [acme] profile: the CA lists its profiles in its directory's meta"
+	case "accountDoesNotExist":
+		return "the CA no longer knows the stored account; remove the account directory under STATE/accounts to register anew"
+	}
+	return ""
+}
+
+// IsRateLimit reports whether err is an ACME rate limit.
+func IsRateLimit(err error) bool {
+	var p *Problem
+	return errors.As(err, &p) && p.Type == "rateLimited"
+}
+
+// describe turns lego's problem errors into a *Problem, and leaves other
+// errors alone.
+func describe(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pd *legoacme.ProblemDetails
+	if !errors.As(err, &pd) {
+		return err
+	}
+	p := &Problem{
+		Type:   strings.TrimPrefix(pd.Type, "urn:ietf:params:acme:error:"),
+		Detail: pd.Detail,
+		Status: pd.HTTPStatus,
+		err:    err,
+	}
+	for _, s := range pd.SubProblems {
+		p.Sub = append(p.Sub, s.Identifier.Value+": "+s.Detail)
+	}
+	var rl *legoacme.RateLimitedError
+	if errors.As(err, &rl) {
+		p.RetryAfter = rl.RetryAfter
+	}
+	return p
+}
