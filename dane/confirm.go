@@ -1,0 +1,523 @@
+package dane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Want is what one RRset must look like on every authoritative server.
+type Want struct {
+	Owner string
+	Type  uint16
+	// Present must all be served; Absent must none be served. Other
+	// records at the name (someone else's) do not matter.
+	Present []dns.RR
+	Absent  []dns.RR
+}
+
+// Confirmer asks every authoritative server of a zone, directly and
+// without recursion, whether it serves a change.
+type Confirmer struct {
+	// Nameservers, when set, are the servers asked (host:port), instead of
+	// the zone's NS set discovered through Resolver.
+	Nameservers []string
+	// Resolver (host:port) is the recursive resolver used to find the
+	// zone, its NS names and their addresses; "" reads /etc/resolv.conf.
+	Resolver string
+	Querier  *Querier
+	Now      func() time.Time
+	// Sleep waits between polls; it must return early when ctx ends.
+	Sleep  func(ctx context.Context, d time.Duration) error
+	Logger *slog.Logger
+}
+
+// ServerState is what one authoritative server serves.
+type ServerState struct {
+	Addr   string // host:port asked
+	NS     string // its NS name, when discovered
+	Serial uint32
+	// Missing are wanted records it does not serve; Extra are records it
+	// still serves that should be gone.
+	Missing []dns.RR
+	Extra   []dns.RR
+	// Unsigned is set when the zone is signed but an answer came without
+	// RRSIGs.
+	Unsigned bool
+	// Skipped is set when this host has no route to the address family
+	// (an IPv6 address on an IPv4-only host).
+	Skipped bool
+	Err     error
+}
+
+func (s *ServerState) ok() bool {
+	return s.Skipped || (s.Err == nil && len(s.Missing) == 0 && len(s.Extra) == 0 && !s.Unsigned)
+}
+
+// OwnerState sums up what the servers serve at one name, for the hold.
+type OwnerState struct {
+	// TTL is the largest TTL served for the RRset.
+	TTL uint32
+	// Absent is set when some server had no such RRset at all (NXDOMAIN or
+	// NODATA), which resolvers may cache for the negative TTL.
+	Absent bool
+}
+
+// ZoneReport is one zone's answer to a check.
+type ZoneReport struct {
+	Zone      string
+	Signed    bool
+	NegTTL    uint32 // RFC 2308 negative caching TTL from the SOA
+	Serial    uint32 // the serial every server agrees on, when confirmed
+	Confirmed bool
+	Servers   []ServerState
+	Owners    map[string]OwnerState
+}
+
+// Report is the result of one round of checks.
+type Report struct {
+	At        time.Time
+	Confirmed bool
+	Zones     []*ZoneReport
+}
+
+// MaxTTL is the largest TTL served at any of the names.
+func (r *Report) MaxTTL() uint32 {
+	var m uint32
+	for _, z := range r.Zones {
+		for _, o := range z.Owners {
+			m = max(m, o.TTL)
+		}
+	}
+	return m
+}
+
+// Unsigned lists zones that are not DNSSEC-signed (where DANE is inert).
+func (r *Report) Unsigned() []string {
+	var out []string
+	for _, z := range r.Zones {
+		if !z.Signed {
+			out = append(out, z.Zone)
+		}
+	}
+	return out
+}
+
+// Lagging describes, one line per server, what keeps the change from being
+// confirmed: "ns2.example.org 192.0.2.2:53 (serial 7): lacks _25._tcp… TLSA 3 1 1 ab12…".
+func (r *Report) Lagging() []string {
+	var out []string
+	for _, z := range r.Zones {
+		serials := map[uint32]bool{}
+		for _, s := range z.Servers {
+			if s.Err == nil && !s.Skipped {
+				serials[s.Serial] = true
+			}
+		}
+		for _, s := range z.Servers {
+			who := s.Addr
+			if s.NS != "" {
+				who = strings.TrimSuffix(s.NS, ".") + " " + s.Addr
+			}
+			var what []string
+			switch {
+			case s.Skipped:
+				continue
+			case s.Err != nil:
+				what = append(what, s.Err.Error())
+			default:
+				for _, rr := range s.Missing {
+					what = append(what, "lacks "+rrText(rr))
+				}
+				for _, rr := range s.Extra {
+					what = append(what, "still serves "+rrText(rr))
+				}
+				if s.Unsigned {
+					what = append(what, "answers without RRSIG")
+				}
+				if len(what) == 0 && len(serials) > 1 {
+					what = append(what, "serial differs")
+				}
+			}
+			if len(what) > 0 {
+				out = append(out, fmt.Sprintf("%s (serial %d): %s", who, s.Serial, strings.Join(what, "; ")))
+			}
+		}
+	}
+	return out
+}
+
+// rrText is an RR in zone-file form without the TTL, which is not part of a
+// record's identity.
+func rrText(rr dns.RR) string {
+	c := dns.Copy(rr)
+	c.Header().Ttl = 0
+	return strings.Replace(c.String(), "\t0\tIN\t", " ", 1)
+}
+
+// TimeoutError is returned by Wait when the deadline passes before every
+// server serves the change.
+type TimeoutError struct {
+	Waited time.Duration
+	Report *Report
+}
+
+func (e *TimeoutError) Error() string {
+	lag := e.Report.Lagging()
+	if len(lag) == 0 {
+		return fmt.Sprintf("authoritative servers did not agree within %s", e.Waited.Round(time.Second))
+	}
+	return fmt.Sprintf("not served everywhere after %s: %s", e.Waited.Round(time.Second), strings.Join(lag, " | "))
+}
+
+// Wait polls until every authoritative server serves wants, with backoff
+// from one second to thirty, and returns the confirming report. It gives up
+// with a *TimeoutError after timeout, or when ctx ends.
+func (c *Confirmer) Wait(ctx context.Context, wants []Want, timeout time.Duration) (*Report, error) {
+	start := c.now()
+	delay := time.Second
+	for {
+		rep, err := c.Check(ctx, wants)
+		if err != nil {
+			return nil, err
+		}
+		if rep.Confirmed {
+			return rep, nil
+		}
+		waited := c.now().Sub(start)
+		if waited >= timeout {
+			return rep, &TimeoutError{Waited: waited, Report: rep}
+		}
+		c.log().Info("waiting for authoritative servers", "lagging", strings.Join(rep.Lagging(), " | "))
+		if err := c.sleep(ctx, min(delay, timeout-waited)); err != nil {
+			return rep, err
+		}
+		delay = min(delay*3/2, 30*time.Second)
+	}
+}
+
+// Check asks every authoritative server once.
+func (c *Confirmer) Check(ctx context.Context, wants []Want) (*Report, error) {
+	byZone := map[string][]Want{}
+	var zones []string
+	for _, w := range wants {
+		w.Owner = strings.ToLower(dns.Fqdn(w.Owner))
+		zone, err := c.ZoneOf(ctx, w.Owner)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := byZone[zone]; !ok {
+			zones = append(zones, zone)
+		}
+		byZone[zone] = append(byZone[zone], w)
+	}
+	rep := &Report{At: c.now(), Confirmed: true}
+	for _, zone := range zones {
+		zr, err := c.checkZone(ctx, zone, byZone[zone])
+		if err != nil {
+			return nil, err
+		}
+		rep.Zones = append(rep.Zones, zr)
+		rep.Confirmed = rep.Confirmed && zr.Confirmed
+	}
+	return rep, nil
+}
+
+func (c *Confirmer) checkZone(ctx context.Context, zone string, wants []Want) (*ZoneReport, error) {
+	servers, err := c.Servers(ctx, zone)
+	if err != nil {
+		return nil, err
+	}
+	zr := &ZoneReport{Zone: zone, Owners: map[string]OwnerState{}}
+	q := c.querier()
+	// Signed or not is a property of the zone: ask until a server answers.
+	for _, s := range servers {
+		m, err := q.Query(ctx, s.Addr, zone, dns.TypeDNSKEY, false)
+		if err != nil {
+			continue
+		}
+		keys, _ := rrsetOf(m.Answer, zone, dns.TypeDNSKEY)
+		zr.Signed = len(keys) > 0
+		if soa := soaOf(m); soa != nil {
+			zr.NegTTL = negativeTTL(soa)
+		}
+		break
+	}
+	for _, s := range servers {
+		st := ServerState{Addr: s.Addr, NS: s.NS}
+		c.checkServer(ctx, zone, wants, zr, &st)
+		zr.Servers = append(zr.Servers, st)
+	}
+	zr.Confirmed = true
+	serials := map[uint32]bool{}
+	answered := 0
+	for _, st := range zr.Servers {
+		zr.Confirmed = zr.Confirmed && st.ok()
+		if !st.Skipped && st.Err == nil {
+			serials[st.Serial] = true
+			answered++
+		}
+	}
+	if answered == 0 || len(serials) != 1 {
+		zr.Confirmed = false
+	}
+	if zr.Confirmed {
+		for s := range serials {
+			zr.Serial = s
+		}
+	}
+	return zr, nil
+}
+
+func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, zr *ZoneReport, st *ServerState) {
+	q := c.querier()
+	m, err := q.Query(ctx, st.Addr, zone, dns.TypeSOA, false)
+	if err != nil {
+		if isUnreachable(err) {
+			st.Skipped = true
+			c.log().Warn("skipping an authoritative server this host cannot reach", "server", st.Addr, "ns", st.NS)
+			return
+		}
+		st.Err = err
+		return
+	}
+	if err := authoritative(m, st.Addr, zone); err != nil {
+		st.Err = err
+		return
+	}
+	soa, _ := rrsetOf(m.Answer, zone, dns.TypeSOA)
+	if len(soa) == 0 {
+		st.Err = fmt.Errorf("%s: no SOA for %s", st.Addr, zone)
+		return
+	}
+	st.Serial = soa[0].(*dns.SOA).Serial
+	if zr.NegTTL == 0 {
+		zr.NegTTL = negativeTTL(soa[0].(*dns.SOA))
+	}
+	for _, w := range wants {
+		m, err := q.Query(ctx, st.Addr, w.Owner, w.Type, false)
+		if err != nil {
+			st.Err = err
+			return
+		}
+		if m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError {
+			st.Err = fmt.Errorf("%s answers %s for %s", st.Addr, dns.RcodeToString[m.Rcode], w.Owner)
+			return
+		}
+		rrs, sigs := rrsetOf(m.Answer, w.Owner, w.Type)
+		seen := zr.Owners[w.Owner]
+		if len(rrs) == 0 {
+			seen.Absent = true
+		}
+		for _, rr := range rrs {
+			seen.TTL = max(seen.TTL, rr.Header().Ttl)
+		}
+		zr.Owners[w.Owner] = seen
+		for _, want := range w.Present {
+			if !containsRR(rrs, want) {
+				st.Missing = append(st.Missing, want)
+			}
+		}
+		for _, gone := range w.Absent {
+			if containsRR(rrs, gone) {
+				st.Extra = append(st.Extra, gone)
+			}
+		}
+		if zr.Signed && len(rrs) > 0 && len(sigs) == 0 {
+			st.Unsigned = true
+		}
+	}
+}
+
+// authoritative checks that the server answered for the zone as one of its
+// authoritative servers: AA set, not a referral, not refused.
+func authoritative(m *dns.Msg, addr, zone string) error {
+	if m.Rcode == dns.RcodeRefused || m.Rcode == dns.RcodeNotAuth {
+		return fmt.Errorf("%s is not authoritative for %s (%s)", addr, zone, dns.RcodeToString[m.Rcode])
+	}
+	if !m.Authoritative {
+		return fmt.Errorf("%s is not authoritative for %s (no AA flag)", addr, zone)
+	}
+	return nil
+}
+
+func containsRR(set []dns.RR, rr dns.RR) bool {
+	return slices.ContainsFunc(set, func(x dns.RR) bool { return dns.IsDuplicate(x, rr) })
+}
+
+// Server is one address of an authoritative server.
+type Server struct {
+	NS   string
+	Addr string
+}
+
+// Servers returns the addresses to ask for zone: the configured ones, or
+// every address (A and AAAA) of every NS name, port 53.
+func (c *Confirmer) Servers(ctx context.Context, zone string) ([]Server, error) {
+	if len(c.Nameservers) > 0 {
+		out := make([]Server, len(c.Nameservers))
+		for i, ns := range c.Nameservers {
+			out[i] = Server{Addr: hostPort(ns)}
+		}
+		return out, nil
+	}
+	res, err := c.resolver()
+	if err != nil {
+		return nil, err
+	}
+	q := c.querier()
+	m, err := q.Query(ctx, res, zone, dns.TypeNS, true)
+	if err != nil {
+		return nil, fmt.Errorf("find name servers of %s: %w", zone, err)
+	}
+	nsrrs, _ := rrsetOf(m.Answer, zone, dns.TypeNS)
+	if len(nsrrs) == 0 {
+		return nil, fmt.Errorf("find name servers of %s: %s has no NS records (rcode %s)", zone, res, dns.RcodeToString[m.Rcode])
+	}
+	var out []Server
+	for _, rr := range nsrrs {
+		name := rr.(*dns.NS).Ns
+		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			am, err := q.Query(ctx, res, name, t, true)
+			if err != nil {
+				return nil, fmt.Errorf("addresses of name server %s: %w", name, err)
+			}
+			addrs, _ := rrsetOf(am.Answer, name, t)
+			for _, a := range addrs {
+				var ip net.IP
+				switch a := a.(type) {
+				case *dns.A:
+					ip = a.A
+				case *dns.AAAA:
+					ip = a.AAAA
+				}
+				out = append(out, Server{NS: name, Addr: net.JoinHostPort(ip.String(), "53")})
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("find name servers of %s: no addresses for its NS names", zone)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NS+out[i].Addr < out[j].NS+out[j].Addr })
+	return out, nil
+}
+
+// ZoneOf finds the zone owner belongs to from the SOA that answers for it:
+// in the answer at the apex, in the authority section below it.
+func (c *Confirmer) ZoneOf(ctx context.Context, owner string) (string, error) {
+	q := c.querier()
+	var (
+		server    string
+		recursion bool
+	)
+	if len(c.Nameservers) > 0 {
+		server = hostPort(c.Nameservers[0])
+	} else {
+		res, err := c.resolver()
+		if err != nil {
+			return "", err
+		}
+		server, recursion = res, true
+	}
+	var lastErr error
+	for name := dns.Fqdn(owner); ; {
+		m, err := q.Query(ctx, server, name, dns.TypeSOA, recursion)
+		if err == nil {
+			if soa := soaOf(m); soa != nil && dns.IsSubDomain(soa.Hdr.Name, owner) {
+				return strings.ToLower(soa.Hdr.Name), nil
+			}
+			lastErr = fmt.Errorf("%s: no SOA for %s (rcode %s)", server, name, dns.RcodeToString[m.Rcode])
+		} else {
+			lastErr = err
+		}
+		i, end := dns.NextLabel(name, 0)
+		if end || name == "." {
+			break
+		}
+		name = name[i:]
+	}
+	return "", fmt.Errorf("find the zone of %s: %w", owner, lastErr)
+}
+
+func (c *Confirmer) resolver() (string, error) {
+	if c.Resolver != "" {
+		return hostPort(c.Resolver), nil
+	}
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil || len(cc.Servers) == 0 {
+		return "", errors.New("no resolver: set [dns] resolver or name servers in /etc/resolv.conf")
+	}
+	return net.JoinHostPort(cc.Servers[0], cc.Port), nil
+}
+
+func (c *Confirmer) querier() *Querier {
+	if c.Querier != nil {
+		return c.Querier
+	}
+	return &Querier{}
+}
+
+func (c *Confirmer) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Confirmer) sleep(ctx context.Context, d time.Duration) error {
+	if c.Sleep != nil {
+		return c.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (c *Confirmer) log() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// HoldFor is how long to wait after confirmation before serving a key whose
+// records were just published: factor times the largest TTL a resolver may
+// still be holding from before the change — the old RRset's TTL, the new
+// one, and the negative-caching TTL when the RRset did not exist — so that
+// every cached answer that lacks the new records has expired.
+func HoldFor(factor float64, before, after *Report) time.Duration {
+	var ttl uint32
+	if before == nil && after != nil {
+		// Nothing is known of what resolvers saw before: assume the worst.
+		for _, z := range after.Zones {
+			ttl = max(ttl, z.NegTTL)
+		}
+	}
+	for _, r := range []*Report{before, after} {
+		if r == nil {
+			continue
+		}
+		for _, z := range r.Zones {
+			for _, o := range z.Owners {
+				ttl = max(ttl, o.TTL)
+				if o.Absent && r == before {
+					ttl = max(ttl, z.NegTTL)
+				}
+			}
+		}
+	}
+	return time.Duration(factor * float64(time.Duration(ttl)*time.Second))
+}

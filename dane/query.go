@@ -1,0 +1,106 @@
+package dane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Querier sends single DNS questions to one server at a time.
+type Querier struct {
+	// Timeout bounds each exchange; default 3s.
+	Timeout time.Duration
+	// Exchange replaces the network (tests); nil uses miekg/dns.
+	Exchange func(ctx context.Context, m *dns.Msg, network, addr string) (*dns.Msg, error)
+}
+
+// Query asks server (host:port) one question, over UDP with EDNS0 and the
+// DO bit, and again over TCP when the answer is truncated. recursion sets
+// RD: authoritative checks never ask for recursion.
+func (q *Querier) Query(ctx context.Context, server, name string, qtype uint16, recursion bool) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.RecursionDesired = recursion
+	m.SetEdns0(4096, true)
+	resp, err := q.exchange(ctx, m, "udp", server)
+	if err == nil && resp.Truncated {
+		resp, err = q.exchange(ctx, m, "tcp", server)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ask %s for %s %s: %w", server, name, dns.TypeToString[qtype], err)
+	}
+	return resp, nil
+}
+
+func (q *Querier) exchange(ctx context.Context, m *dns.Msg, network, server string) (*dns.Msg, error) {
+	if q.Exchange != nil {
+		return q.Exchange(ctx, m, network, server)
+	}
+	timeout := q.Timeout
+	if timeout == 0 {
+		timeout = 3 * time.Second
+	}
+	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 4096}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, _, err := c.ExchangeContext(ctx, m.Copy(), server)
+	return resp, err
+}
+
+// isUnreachable reports whether err means this host has no route to the
+// address (typically IPv6 on a v4-only host), as opposed to a server that is
+// down or slow.
+func isUnreachable(err error) bool {
+	return errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT)
+}
+
+// rrsetOf returns the records of type t at owner in section, and the RRSIGs
+// that cover them.
+func rrsetOf(section []dns.RR, owner string, t uint16) (rrs []dns.RR, sigs []*dns.RRSIG) {
+	for _, rr := range section {
+		h := rr.Header()
+		if !strings.EqualFold(h.Name, owner) {
+			continue
+		}
+		if h.Rrtype == t {
+			rrs = append(rrs, rr)
+		}
+		if sig, ok := rr.(*dns.RRSIG); ok && sig.TypeCovered == t {
+			sigs = append(sigs, sig)
+		}
+	}
+	return rrs, sigs
+}
+
+// soaOf returns the SOA in the answer or authority section.
+func soaOf(m *dns.Msg) *dns.SOA {
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+		for _, rr := range sec {
+			if soa, ok := rr.(*dns.SOA); ok {
+				return soa
+			}
+		}
+	}
+	return nil
+}
+
+// negativeTTL is how long a resolver may cache "no such record" from this
+// SOA (RFC 2308 §5): the smaller of the SOA's TTL and its MINIMUM.
+func negativeTTL(soa *dns.SOA) uint32 {
+	return min(soa.Hdr.Ttl, soa.Minttl)
+}
+
+// hostPort adds port 53 when addr has no port.
+func hostPort(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	return net.JoinHostPort(strings.Trim(addr, "[]"), "53")
+}
