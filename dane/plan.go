@@ -93,6 +93,32 @@ func matchesAny(rr *dns.TLSA, spkis [][]byte) bool {
 	return false
 }
 
+// RecordForSPKI makes the selector-1 TLSA record for a key, given as its DER
+// SubjectPublicKeyInfo.
+func RecordForSPKI(owner string, ttl uint32, spki []byte, usage, matching uint8) *dns.TLSA {
+	return &dns.TLSA{
+		Hdr:          dns.RR_Header{Name: strings.ToLower(dns.Fqdn(owner)), Rrtype: dns.TypeTLSA, Class: dns.ClassINET, Ttl: ttl},
+		Usage:        usage,
+		Selector:     1,
+		MatchingType: matching,
+		Certificate:  hex.EncodeToString(spkiDigest(spki, matching)),
+	}
+}
+
+func spkiDigest(spki []byte, matching uint8) []byte {
+	switch matching {
+	case 0:
+		return spki
+	case 1:
+		s := sha256.Sum256(spki)
+		return s[:]
+	case 2:
+		s := sha512.Sum512(spki)
+		return s[:]
+	}
+	return nil
+}
+
 // MatchesSPKI reports whether a selector-1 record's association data is the
 // given SubjectPublicKeyInfo under the record's matching type. Selector-0
 // records (a whole certificate) never match a bare key.
@@ -104,18 +130,6 @@ func MatchesSPKI(rr *dns.TLSA, spki []byte) bool {
 	if err != nil {
 		return false
 	}
-	var got []byte
-	switch rr.MatchingType {
-	case 0:
-		got = spki
-	case 1:
-		s := sha256.Sum256(spki)
-		got = s[:]
-	case 2:
-		s := sha512.Sum512(spki)
-		got = s[:]
-	default:
-		return false
-	}
-	return bytes.Equal(got, want)
+	got := spkiDigest(spki, rr.MatchingType)
+	return got != nil && bytes.Equal(got, want)
 }

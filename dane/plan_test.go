@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	mrand "math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -29,6 +30,8 @@ func spkiOf(t *testing.T) []byte {
 	return der
 }
 
+// recordFor computes the record independently of RecordForSPKI, so the
+// two check each other.
 func recordFor(spki []byte, usage, matching uint8) *dns.TLSA {
 	var data []byte
 	switch matching {
@@ -44,6 +47,16 @@ func recordFor(spki []byte, usage, matching uint8) *dns.TLSA {
 	return &dns.TLSA{
 		Hdr:   dns.RR_Header{Name: owner, Rrtype: dns.TypeTLSA, Class: dns.ClassINET, Ttl: 300},
 		Usage: usage, Selector: 1, MatchingType: matching, Certificate: hex.EncodeToString(data),
+	}
+}
+
+func TestRecordForSPKI(t *testing.T) {
+	spki := spkiOf(t)
+	for m := range uint8(3) {
+		got := RecordForSPKI(strings.ToUpper(owner), 300, spki, 3, m)
+		if !sameTLSA(got, recordFor(spki, 3, m)) || got.Hdr.Ttl != 300 || got.Hdr.Name != owner {
+			t.Errorf("matching %d: %v", m, got)
+		}
 	}
 }
 
