@@ -2,7 +2,6 @@ package dane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -451,11 +450,7 @@ func (c *Confirmer) resolver() (string, error) {
 	if c.Resolver != "" {
 		return hostPort(c.Resolver), nil
 	}
-	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-	if err != nil || len(cc.Servers) == 0 {
-		return "", errors.New("no resolver: set [dns] resolver or name servers in /etc/resolv.conf")
-	}
-	return net.JoinHostPort(cc.Servers[0], cc.Port), nil
+	return SystemResolver()
 }
 
 func (c *Confirmer) querier() *Querier {
