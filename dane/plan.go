@@ -2,8 +2,6 @@ package dane
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"strings"
 
@@ -101,22 +99,14 @@ func RecordForSPKI(owner string, ttl uint32, spki []byte, usage, matching uint8)
 		Usage:        usage,
 		Selector:     1,
 		MatchingType: matching,
-		Certificate:  hex.EncodeToString(spkiDigest(spki, matching)),
+		Certificate:  hex.EncodeToString(mustDigest(spki, matching)),
 	}
 }
 
-func spkiDigest(spki []byte, matching uint8) []byte {
-	switch matching {
-	case 0:
-		return spki
-	case 1:
-		s := sha256.Sum256(spki)
-		return s[:]
-	case 2:
-		s := sha512.Sum512(spki)
-		return s[:]
-	}
-	return nil
+// mustDigest is digest for the matching types a configuration can name.
+func mustDigest(b []byte, matching uint8) []byte {
+	d, _ := digest(b, matching)
+	return d
 }
 
 // MatchesSPKI reports whether a selector-1 record's association data is the
@@ -130,6 +120,6 @@ func MatchesSPKI(rr *dns.TLSA, spki []byte) bool {
 	if err != nil {
 		return false
 	}
-	got := spkiDigest(spki, rr.MatchingType)
-	return got != nil && bytes.Equal(got, want)
+	got, err := digest(spki, rr.MatchingType)
+	return err == nil && bytes.Equal(got, want)
 }
