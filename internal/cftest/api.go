@@ -42,7 +42,7 @@ const (
 	CodeRecordNotFound     = 81044 // observed: "Record does not exist."
 	CodeHostTaken          = 81053 // observed: "An A, AAAA, or CNAME record with that host already exists."
 	CodeCNAMEExists        = 81054 // observed: "A CNAME record with that host already exists."
-	CodeRecordExists       = 81057 // observed: "The record already exists."
+	CodeRecordExists       = 81057 // observed: "Record already exists." (also seen as "The record already exists.")
 	CodeIdenticalRecord    = 81058 // observed: "An identical record already exists."
 	defaultZonesPerPage    = 20
 	maxZonesPerPage        = 50

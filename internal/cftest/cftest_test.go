@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -501,5 +502,65 @@ func TestServe(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after its listener was closed")
+	}
+}
+
+// TestMain lets the test binary serve as the fake in a subprocess, the way
+// an end-to-end test of the daneroll binary uses it.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("CFTEST_LISTEN"); addr != "" {
+		if err := ListenAndServe(addr, testToken, "example.org"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestListenAndServeSubprocess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a subprocess")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CFTEST_LISTEN="+addr)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", "http://"+addr+BasePath+"/zones?name=example.org", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := client.Do(req)
+		if err == nil {
+			var env struct {
+				Result []Zone `json:"result"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&env)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || len(env.Result) != 1 || env.Result[0].Name != "example.org" {
+				t.Fatalf("subprocess answered %d %+v (%v)", resp.StatusCode, env.Result, err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait() // stderr is complete only after Wait
+			t.Fatalf("subprocess fake not reachable on %s: %v; stderr: %s", addr, err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
