@@ -190,9 +190,9 @@ func retryAfter(h http.Header) (time.Duration, bool) {
 		if n < 0 {
 			return 0, false
 		}
-		if n > int64(maxRetryAfter/time.Second)*1000 {
-			n = int64(maxRetryAfter/time.Second) * 1000
-		}
+		// Capped only so that the Duration cannot overflow: anything
+		// longer than maxRetryAfter is refused anyway.
+		n = min(n, int64(24*time.Hour/time.Second))
 		return time.Duration(n) * time.Second, true
 	}
 	at, err := http.ParseTime(v)
@@ -294,7 +294,9 @@ func (p *Publisher) parseAPIError(status int, body []byte) *APIError {
 	conv = func(ws []wireError) []ErrorDetail {
 		var out []ErrorDetail
 		for _, w := range ws {
-			out = append(out, ErrorDetail{Code: w.Code, Message: p.redactString(w.Message), Chain: conv(w.ErrorChain)})
+			// One line per error, whatever the server put in the message.
+			msg := strings.Join(strings.Fields(p.redactString(w.Message)), " ")
+			out = append(out, ErrorDetail{Code: w.Code, Message: msg, Chain: conv(w.ErrorChain)})
 		}
 		return out
 	}
