@@ -491,7 +491,7 @@ func TestLostAnswerMakesNoDuplicate(t *testing.T) {
 		{"gateway timeout after apply", cftest.Fault{Status: 504, AfterApply: true}, nil},
 		{"client timeout", cftest.Fault{DropResponseAfterApply: true, Delay: time.Minute}, func(c *Config) {
 			hc := *c.HTTPClient
-			hc.Timeout = 300 * time.Millisecond
+			hc.Timeout = 500 * time.Millisecond
 			c.HTTPClient = &hc
 		}},
 	} {
