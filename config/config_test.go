@@ -139,6 +139,8 @@ func TestBadConfigs(t *testing.T) {
 		{"ca root without certs", "[acme]\nca_roots = [\"" + dir + "/tsig.secret\"]\n", `holds no PEM certificate`, 2},
 		{"hold factor", "[dns]\nhold_factor = 0.5\n", `hold_factor: 0.5 is less than 1`, 2},
 		{"tlsa ttl", cert + "tlsa_ttl = -5\n", `tlsa_ttl -5 is out of range`, 4},
+		{"tlsa ttl for cloudflare", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/cloudflare.token\"\n" +
+			cert + "publisher = \"cf\"\ntlsa = [\"_25._tcp.a.example.org\"]\ntlsa_ttl = 5\n", `tlsa_ttl 5 is outside what Cloudflare accepts`, 9},
 		{"both listen and webroot", cert + "http01_listen = \":80\"\nhttp01_webroot = \"/var/www\"\n", `set http01_listen or http01_webroot, not both`, 5},
 	}
 	for _, tt := range tests {

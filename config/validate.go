@@ -481,6 +481,10 @@ func (v *validator) certificate(cert *Certificate) {
 	}
 	if cert.TLSATTL < 1 || cert.TLSATTL > 7*86400 {
 		v.fail(p("tlsa_ttl"), "", "%s: tlsa_ttl %d is out of range (1 to 604800 seconds)", label, cert.TLSATTL)
+	} else if pub := c.DNS.Publishers[cert.Publisher]; pub != nil && pub.Type == PublisherCloudflare && len(cert.TLSA) > 0 &&
+		(cert.TLSATTL < 30 || cert.TLSATTL > 86400) {
+		v.fail(p("tlsa_ttl"), "Cloudflare takes 60 to 86400 seconds (30 on Enterprise zones)",
+			"%s: tlsa_ttl %d is outside what Cloudflare accepts", label, cert.TLSATTL)
 	}
 	if len(cert.TLSAParams) == 0 {
 		cert.TLSAParams = []string{"3 1 1"}
