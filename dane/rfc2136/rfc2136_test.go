@@ -3,6 +3,7 @@ package rfc2136
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -433,4 +434,35 @@ func fakeServer(t *testing.T, signWith string) string {
 	}
 	t.Cleanup(func() { srv.Shutdown() })
 	return l.Addr().String()
+}
+
+// TestConfirmAfterPublish publishes through the primary and has the dane
+// confirmation ask every server: a frozen secondary holds it back until it
+// copies the change.
+func TestConfirmAfterPublish(t *testing.T) {
+	c := start(t, dnstest.Options{Signed: true, Secondaries: 2})
+	p := newPublisher(t, c.Primary(), nil)
+	conf := &dane.Confirmer{Nameservers: c.Addrs(), Querier: &dane.Querier{Timeout: 5 * time.Second}}
+	ours := tlsa(t, 6)
+	want := []dane.Want{{Owner: owner, Type: dns.TypeTLSA, Present: []dns.RR{ours}}}
+
+	c.Freeze(2)
+	if err := p.Add(t.Context(), ours); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := conf.Check(t.Context(), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Confirmed || !strings.Contains(strings.Join(rep.Lagging(), "\n"), c.Addrs()[2]+" (serial "+fmt.Sprint(c.Serial(2))+"): lacks "+owner) {
+		t.Fatalf("with a frozen secondary: confirmed %v, lagging %q", rep.Confirmed, rep.Lagging())
+	}
+	c.Thaw(2)
+	rep, err = conf.Check(t.Context(), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Confirmed || rep.Zones[0].Serial != c.Serial(0) || !rep.Zones[0].Signed {
+		t.Fatalf("after thaw: confirmed %v, lagging %q", rep.Confirmed, rep.Lagging())
+	}
 }
