@@ -376,6 +376,7 @@ func (c *Cluster) Queries() []QueryLog {
 // Update changes the primary's zone: fn changes z, and unless it returns
 // an error the result is served under the next serial, re-signed, even
 // when fn changed nothing. Secondaries copy it as Freeze and SetLag say.
+// Changes are serialized: fn must not call Update itself.
 func (c *Cluster) Update(fn func(z *Zone) error) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()

@@ -95,9 +95,9 @@ func (c *Cluster) SetLag(server int, d time.Duration) {
 
 // History returns, per server in order and then by time, the intervals
 // during which the server gave one answer for (owner, rrtype): the RRset
-// with its TTL, or a denial (NXDOMAIN or NODATA) with its negative TTL.
-// Names below a delegation point, answered with a referral, have no
-// intervals.
+// with its TTL, or a denial (NXDOMAIN or NODATA) with its negative TTL. A
+// CNAME at owner is its answer. Names below a delegation point, answered
+// with a referral, have no intervals.
 func (c *Cluster) History(owner string, rrtype uint16) []Served {
 	owner = dns.CanonicalName(owner)
 	c.mu.Lock()
