@@ -115,10 +115,13 @@ func (r *Report) Unsigned() []string {
 func (r *Report) Lagging() []string {
 	var out []string
 	for _, z := range r.Zones {
-		serials := map[uint32]bool{}
+		var newest uint32
+		first := true
 		for _, s := range z.Servers {
-			if s.Err == nil && !s.Skipped {
-				serials[s.Serial] = true
+			// RFC 1982 serial arithmetic: s is newer when s − newest,
+			// read as a signed number, is positive.
+			if s.Err == nil && !s.Skipped && (first || int32(s.Serial-newest) > 0) {
+				newest, first = s.Serial, false
 			}
 		}
 		for _, s := range z.Servers {
@@ -134,16 +137,16 @@ func (r *Report) Lagging() []string {
 				what = append(what, s.Err.Error())
 			default:
 				for _, rr := range s.Missing {
-					what = append(what, "lacks "+rrText(rr))
+					what = append(what, "lacks "+RRText(rr))
 				}
 				for _, rr := range s.Extra {
-					what = append(what, "still serves "+rrText(rr))
+					what = append(what, "still serves "+RRText(rr))
 				}
 				if s.Unsigned {
 					what = append(what, "answers without RRSIG")
 				}
-				if len(what) == 0 && len(serials) > 1 {
-					what = append(what, "serial differs")
+				if len(what) == 0 && s.Serial != newest {
+					what = append(what, fmt.Sprintf("behind serial %d", newest))
 				}
 			}
 			if len(what) > 0 {
@@ -154,12 +157,12 @@ func (r *Report) Lagging() []string {
 	return out
 }
 
-// rrText is an RR in zone-file form without the TTL, which is not part of a
-// record's identity.
-func rrText(rr dns.RR) string {
-	c := dns.Copy(rr)
-	c.Header().Ttl = 0
-	return strings.Replace(c.String(), "\t0\tIN\t", " ", 1)
+// RRText is a record on one line, without its TTL (not part of a record's
+// identity) or class: "_25._tcp.mail.example.org. TLSA 3 1 1 ab12…".
+func RRText(rr dns.RR) string {
+	h := rr.Header()
+	rdata := strings.TrimPrefix(rr.String(), h.String())
+	return strings.Join(strings.Fields(h.Name+" "+dns.TypeToString[h.Rrtype]+" "+rdata), " ")
 }
 
 // TimeoutError is returned by Wait when the deadline passes before every
