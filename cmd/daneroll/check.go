@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/rollover"
+)
+
+// check exits 0 when every target passes, 1 with warnings, 2 on failure.
+func (c *cli) check(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	resolver := fs.String("resolver", "", "validating resolver host:port (default: [dns] resolver, then /etc/resolv.conf)")
+	targets, err := parseInterleaved(fs, args)
+	if err != nil {
+		return 2
+	}
+	var cfg *config.Config
+	if len(targets) == 0 || c.configFlag != "" {
+		if cfg, err = c.loadConfig(); err != nil {
+			c.printError(err)
+			return 2
+		}
+	}
+	results, err := rollover.Check(ctx, cfg, targets, rollover.CheckOptions{Resolver: *resolver})
+	if err != nil {
+		c.printError(err)
+		return 2
+	}
+	code := 0
+	for _, r := range results {
+		switch r.Verdict {
+		case rollover.CheckFail:
+			code = 2
+		case rollover.CheckWarn:
+			code = max(code, 1)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(results); err != nil {
+			c.printError(err)
+			return 2
+		}
+		return code
+	}
+	for _, r := range results {
+		ep := r.Endpoint
+		if ep == "" {
+			ep = r.Target
+		}
+		fmt.Fprintf(c.stdout, "%s %s\n", strings.ToUpper(r.Verdict), ep)
+		if r.Owner != "" {
+			secure := "DNSSEC-validated"
+			if !r.Secure {
+				secure = "not validated"
+			}
+			fmt.Fprintf(c.stdout, "  tlsa %s (%s): %s\n", strings.TrimSuffix(r.Owner, "."), secure, strings.Join(r.Records, "; "))
+		}
+		if r.Served != "" {
+			fmt.Fprintf(c.stdout, "  served key %s\n", r.Served)
+		}
+		for _, n := range r.Notes {
+			fmt.Fprintf(c.stdout, "  %s\n", n)
+		}
+	}
+	return code
+}

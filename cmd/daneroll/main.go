@@ -1,0 +1,214 @@
+// Command daneroll obtains certificates over ACME and keeps DANE TLSA
+// records, the certificate files on disk and the services that use them in
+// step, so that a DANE-validating client never sees a certificate without a
+// matching record.
+//
+// Usage:
+//
+//	daneroll [-c FILE] [-v] COMMAND [ARGS]
+//
+// Commands:
+//
+//	renew [--force] [--dry-run] [--no-wait] [NAME…]
+//	status [--json] [NAME…]
+//	tlsa [NAME…] | tlsa --cert FILE [--usage U --selector S --matching M] [--name OWNER]
+//	check [--json] [TARGET…]
+//	rekey [--emergency] [--no-wait] NAME
+//	version
+//
+// The configuration is read from -c FILE, $DANEROLL_CONFIG, or
+// /etc/daneroll/daneroll.toml. See config.example.toml and README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/go-acme/lego/v5/challenge/dns01"
+	legolog "github.com/go-acme/lego/v5/log"
+
+	"github.com/daneroll/daneroll/config"
+)
+
+const usage = `usage: daneroll [-c FILE] [-v] COMMAND [ARGS]
+
+commands:
+  renew [--force] [--dry-run] [--no-wait] [NAME...]
+                      obtain, renew and roll keys as due; advance pending work
+  status [--json] [NAME...]
+                      keys, expiry, next renewal, TLSA wanted vs visible
+  tlsa [NAME...]      the TLSA records the configuration wants, zone-file lines
+  tlsa --cert FILE [--usage U] [--selector S] [--matching M] [--name OWNER]
+                      the TLSA record of any certificate or key file
+  check [--json] [TARGET...]
+                      verify DANE end to end (smtp://host:25, example.org, tls://host:443)
+  rekey [--emergency] [--no-wait] NAME
+                      start a key rollover now
+  version             print the version
+
+flags:
+  -c FILE   configuration (default $DANEROLL_CONFIG, then /etc/daneroll/daneroll.toml)
+  -v        log what happens (-v -v for debug)
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// cli is one invocation's terminal.
+type cli struct {
+	stdout, stderr io.Writer
+	configFlag     string
+	verbosity      counter
+	log            *slog.Logger
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	c := &cli{stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("daneroll", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.configFlag, "c", "", "configuration file")
+	fs.Var(&c.verbosity, "v", "verbose")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		return c.usageError(err.Error())
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	c.log = c.logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd, cargs := rest[0], rest[1:]
+	switch cmd {
+	case "renew":
+		return c.renew(ctx, cargs)
+	case "status":
+		return c.status(ctx, cargs)
+	case "tlsa":
+		return c.tlsa(ctx, cargs)
+	case "check":
+		return c.check(ctx, cargs)
+	case "rekey":
+		return c.rekey(ctx, cargs)
+	case "version":
+		fmt.Fprintln(stdout, "daneroll", version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	return c.usageError(fmt.Sprintf("unknown command %q", cmd))
+}
+
+// counter is a flag that counts its repetitions (-v -v).
+type counter int
+
+func (c *counter) String() string   { return strconv.Itoa(int(*c)) }
+func (c *counter) Set(string) error { *c++; return nil }
+func (c *counter) IsBoolFlag() bool { return true }
+
+// parseInterleaved parses flags that may come before or after the
+// positional arguments ("renew mail --force"); "--" ends the flags.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func (c *cli) usageError(msg string) int {
+	fmt.Fprintf(c.stderr, "daneroll: error: %s\n", msg)
+	fmt.Fprintf(c.stderr, "daneroll: hint: run daneroll help for the commands and their flags\n")
+	return 2
+}
+
+// logger sends warnings (and with -v, more) to stderr, and quiets lego's
+// chatty default logger, which prints to stdout.
+func (c *cli) logger() *slog.Logger {
+	level := slog.LevelWarn
+	switch {
+	case c.verbosity >= 2:
+		level = slog.LevelDebug
+	case c.verbosity == 1:
+		level = slog.LevelInfo
+	}
+	l := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	legoLevel := slog.LevelWarn
+	if c.verbosity >= 2 {
+		legoLevel = slog.LevelDebug
+	}
+	legolog.SetDefault(slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: legoLevel})).With("from", "lego"))
+	return l
+}
+
+// loadConfig reads the configuration and points lego's dns-01 CNAME lookups
+// at the configured resolver.
+func (c *cli) loadConfig() (*config.Config, error) {
+	cfg, err := config.Load(config.Path(c.configFlag))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DNS.Resolver != "" {
+		dns01.SetDefaultClient(dns01.NewClient(&dns01.Options{RecursiveNameservers: []string{cfg.DNS.Resolver}}))
+	}
+	return cfg, nil
+}
+
+// fail prints err as "daneroll: error:" lines, each followed by its hint,
+// and returns the exit code 1.
+func (c *cli) fail(err error) int {
+	c.printError(err)
+	return 1
+}
+
+func (c *cli) printError(err error) {
+	var cerrs config.Errors
+	if errors.As(err, &cerrs) {
+		for _, e := range cerrs {
+			c.printError(e)
+		}
+		return
+	}
+	for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+		fmt.Fprintf(c.stderr, "daneroll: error: %s\n", line)
+	}
+	var h interface{ Hint() string }
+	if errors.As(err, &h) && h.Hint() != "" {
+		fmt.Fprintf(c.stderr, "daneroll: hint: %s\n", h.Hint())
+	}
+}
+
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok || bi.Main.Version == "" {
+		return "devel"
+	}
+	return bi.Main.Version
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/daneroll/daneroll/dane"
+	"github.com/daneroll/daneroll/rollover"
+	"github.com/daneroll/daneroll/store"
+)
+
+func (c *cli) status(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	names, err := parseInterleaved(fs, args)
+	if err != nil {
+		return 2
+	}
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return c.fail(err)
+	}
+	st, err := store.OpenReadOnly(cfg.StateDir)
+	if err != nil {
+		// Nothing has run yet: every certificate is still to be issued.
+		if st, err = store.Open(cfg.StateDir); err != nil {
+			return c.fail(err)
+		}
+	}
+	eng, err := rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
+	if err != nil {
+		return c.fail(err)
+	}
+	all, err := eng.Status(ctx, names)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(all); err != nil {
+			return c.fail(err)
+		}
+		return 0
+	}
+	for i, s := range all {
+		if i > 0 {
+			fmt.Fprintln(c.stdout)
+		}
+		printStatus(c, s)
+	}
+	return 0
+}
+
+func printStatus(c *cli, s rollover.CertStatus) {
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
+	fmt.Fprintf(tw, "%s\t(%s)\n", s.Name, strings.Join(s.Domains, ", "))
+	row("key policy", s.KeyPolicy)
+	row("current key", orDash(s.Key))
+	if s.NextKey != "" {
+		row("next key", s.NextKey)
+	}
+	if s.Served != "" && s.Served != s.Key {
+		row("served key", s.Served)
+	}
+	if s.Serial != "" {
+		row("certificate", fmt.Sprintf("serial %s, not after %s (%s left)", s.Serial, s.NotAfter.UTC().Format(time.RFC3339), left(s.NotAfter)))
+	} else {
+		row("certificate", "none yet")
+	}
+	if !s.RenewAt.IsZero() {
+		row("next renewal", fmt.Sprintf("%s, %s", s.RenewAt.UTC().Format(time.RFC3339), s.RenewReason))
+	} else if s.RenewReason != "" {
+		row("next renewal", s.RenewReason)
+	}
+	if !s.RekeyAt.IsZero() {
+		row("next key change", s.RekeyAt.UTC().Format(time.RFC3339))
+	}
+	if s.Pending != nil {
+		row("pending", fmt.Sprintf("%s at step %s (%s), started %s", s.Pending.Kind, s.Pending.Step, s.Pending.Reason, s.Pending.Started.UTC().Format(time.RFC3339)))
+	}
+	if s.LastFailure != "" {
+		row("last failure", s.LastFailure)
+	}
+	for _, o := range s.TLSA {
+		signed := "signed"
+		if !o.Signed {
+			signed = "NOT signed"
+		}
+		row("tlsa", fmt.Sprintf("%s (%s, %d authoritative servers)", strings.TrimSuffix(o.Owner, "."), signed, o.Servers))
+		for _, r := range o.Records {
+			rd := r.Record[strings.Index(r.Record, "TLSA ")+5:]
+			row("", fmt.Sprintf("  %-7s %s  visible on %d/%d", r.Key, rd, r.Visible, o.Servers))
+		}
+		for _, x := range o.Stale {
+			row("", "  stale   "+x)
+		}
+		for _, x := range o.Foreign {
+			row("", "  foreign "+x+" (not daneroll's, left alone)")
+		}
+		if o.Error != "" {
+			row("", "  error: "+o.Error)
+		}
+	}
+	for _, w := range s.Warnings {
+		row("warning", w)
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func left(t time.Time) string {
+	d := time.Until(t)
+	if d < 0 {
+		return "expired"
+	}
+	days := int(d.Hours()) / 24
+	if days > 0 {
+		return fmt.Sprintf("%dd", days)
+	}
+	return d.Round(time.Minute).String()
+}
+
+func (c *cli) tlsa(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("tlsa", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	certFile := fs.String("cert", "", "certificate, chain or key file")
+	usage := fs.Uint("usage", 3, "certificate usage (0-3)")
+	selector := fs.Uint("selector", 1, "selector (0 full certificate, 1 SPKI)")
+	matching := fs.Uint("matching", 1, "matching type (0 full, 1 SHA-256, 2 SHA-512)")
+	owner := fs.String("name", "", "owner name, e.g. _25._tcp.mail.example.org")
+	names, err := parseInterleaved(fs, args)
+	if err != nil {
+		return 2
+	}
+	if *certFile != "" {
+		if len(names) > 0 {
+			return c.usageError("tlsa --cert takes no certificate names")
+		}
+		return c.tlsaForFile(*certFile, *usage, *selector, *matching, *owner)
+	}
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return c.fail(err)
+	}
+	st, err := store.OpenReadOnly(cfg.StateDir)
+	if err != nil {
+		if st, err = store.Open(cfg.StateDir); err != nil {
+			return c.fail(err)
+		}
+	}
+	eng, err := rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
+	if err != nil {
+		return c.fail(err)
+	}
+	all, err := eng.WantedRecords(names)
+	if err != nil {
+		return c.fail(err)
+	}
+	for _, cr := range all {
+		fmt.Fprintf(c.stdout, "; %s\n", cr.Name)
+		if cr.Note != "" {
+			fmt.Fprintf(c.stdout, "; %s\n", cr.Note)
+		}
+		for _, l := range cr.Lines {
+			fmt.Fprintln(c.stdout, l)
+		}
+	}
+	_ = ctx
+	return 0
+}
+
+func (c *cli) tlsaForFile(file string, usage, selector, matching uint, owner string) int {
+	if usage > 3 || selector > 1 || matching > 2 {
+		return c.usageError("--usage must be 0-3, --selector 0-1, --matching 0-2")
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return c.fail(err)
+	}
+	chain, pub, err := dane.ReadPEM(data)
+	if err != nil {
+		return c.fail(fmt.Errorf("%s: %w", file, err))
+	}
+	var t dane.TLSA
+	switch {
+	case len(chain) > 0:
+		// Usages 0 and 2 name a CA: use the top of the chain given.
+		cert := chain[0]
+		if (usage == 0 || usage == 2) && len(chain) > 1 {
+			cert = chain[len(chain)-1]
+		}
+		t, err = dane.Compute(cert, uint8(usage), uint8(selector), uint8(matching))
+	case selector == 0:
+		err = fmt.Errorf("%s holds a key, not a certificate: selector 0 needs a certificate", file)
+	default:
+		t, err = dane.ComputeKey(pub, uint8(usage), uint8(matching))
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	if owner == "" {
+		fmt.Fprintln(c.stdout, t.String())
+	} else {
+		fmt.Fprintln(c.stdout, dane.ZoneLine(dns.Fqdn(owner), 0, t))
+	}
+	return 0
+}

@@ -1,0 +1,363 @@
+// Package rollover is daneroll's transactional renewal: for every
+// certificate it decides what is due (first issuance, renewal, key change,
+// publishing a next key, repairing records) and carries it out as one
+// journaled transaction that drives the acme, dane and services packages:
+//
+//	plan → publish → confirm → hold → obtain → deploy → verify → promote → retire → confirm-retire
+//
+// Each step is written to the certificate's journal before it is taken, and
+// every step is idempotent, so a run that is killed at any point is resumed
+// by the next one. The order guarantees that a key is served only after its
+// TLSA records have been served by every authoritative server for longer
+// than any resolver may cache an older answer, and that records are removed
+// only for keys that can no longer be served.
+//
+// # Key policies
+//
+//   - reuse: the key never changes; renewals touch no DNS (the records are
+//     still checked and repaired if they went missing).
+//   - rollover: a next key is always published beside the current one; at
+//     rekey_after (or on request) the next key becomes current at once,
+//     because its records have long been visible; a new next key is then
+//     published and the old key's records retired.
+//   - fresh: every renewal uses a new key, published and held before it is
+//     served.
+package rollover
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/daneroll/daneroll/acme"
+	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/dane"
+	"github.com/daneroll/daneroll/store"
+)
+
+// Clock is the engine's time; tests replace it.
+type Clock interface {
+	Now() time.Time
+	// Sleep waits d or until ctx ends.
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+// RealClock is the wall clock.
+type RealClock struct{}
+
+// Now returns time.Now().
+func (RealClock) Now() time.Time { return time.Now() }
+
+// Sleep waits d or until ctx ends.
+func (RealClock) Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Reporter shows progress to the person running daneroll.
+type Reporter interface {
+	// Progress describes what is happening to a certificate now.
+	Progress(cert, step, msg string)
+	// Waiting announces a blocking wait until the given time; the returned
+	// function is called when the wait is over.
+	Waiting(cert, what string, until time.Time) (done func())
+}
+
+// ACMEClient is what the engine needs from the CA.
+type ACMEClient interface {
+	Obtain(ctx context.Context, req acme.Request) (*acme.Certificate, error)
+	RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error)
+}
+
+// DNS is one configured publisher and the confirmer for its zones.
+type DNS struct {
+	Publisher dane.Publisher
+	Confirmer *dane.Confirmer
+}
+
+// Options wire an Engine.
+type Options struct {
+	Config *config.Config
+	Store  *store.Store
+	Logger *slog.Logger
+	Clock  Clock
+	// Reporter may be nil.
+	Reporter Reporter
+	// ACME makes the ACME client on first use.
+	ACME func(ctx context.Context) (ACMEClient, error)
+	// DNS maps publisher names to their publisher and confirmer.
+	DNS map[string]*DNS
+	// Reload runs a service's reload command.
+	Reload func(ctx context.Context, argv []string, timeout time.Duration) error
+	// Probe connects to an endpoint (retrying for a bounded time, since
+	// reloads are asynchronous) until accept returns nil for the served
+	// chain, and returns accept's last error otherwise.
+	Probe func(ctx context.Context, endpoint string, accept func(chain []*x509.Certificate) error) error
+}
+
+// Engine runs renewals.
+type Engine struct {
+	opts  Options
+	cfg   *config.Config
+	st    *store.Store
+	log   *slog.Logger
+	clock Clock
+	rep   Reporter
+
+	acme ACMEClient // made on first use
+}
+
+// New returns an engine.
+func New(opts Options) *Engine {
+	e := &Engine{opts: opts, cfg: opts.Config, st: opts.Store, log: opts.Logger, clock: opts.Clock, rep: opts.Reporter}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.clock == nil {
+		e.clock = RealClock{}
+	}
+	if e.rep == nil {
+		e.rep = quietReporter{}
+	}
+	return e
+}
+
+type quietReporter struct{}
+
+func (quietReporter) Progress(string, string, string)                 {}
+func (quietReporter) Waiting(string, string, time.Time) (done func()) { return func() {} }
+
+// RenewOptions are the flags of `daneroll renew`.
+type RenewOptions struct {
+	Force  bool
+	DryRun bool
+	// NoWait saves the journal and returns instead of blocking on a wait.
+	NoWait bool
+}
+
+// Outcome is what happened to one certificate in a run.
+type Outcome struct {
+	Name string
+	// Action is what was done: "issued", "renewed", "rekeyed",
+	// "published next key", "repaired", "nothing", "waiting", "would …".
+	Action string
+	// Detail explains, in one line.
+	Detail string
+	// ResumeAt is set when a wait was left for a later run (--no-wait).
+	ResumeAt time.Time
+	// Err is the failure, with what was rolled back.
+	Err error
+}
+
+// ErrWaiting is returned inside an Outcome when --no-wait left a wait for a
+// later run.
+var ErrWaiting = errors.New("waiting")
+
+// Renew runs every selected certificate (all when names is empty).
+func (e *Engine) Renew(ctx context.Context, names []string, opts RenewOptions) ([]Outcome, error) {
+	certs, err := e.select_(names)
+	if err != nil {
+		return nil, err
+	}
+	if opts.DryRun {
+		var out []Outcome
+		for _, c := range certs {
+			out = append(out, e.dryRun(ctx, c, opts))
+		}
+		return out, nil
+	}
+	lock, err := e.st.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	var out []Outcome
+	for _, c := range certs {
+		out = append(out, e.runOne(ctx, c, opts, ""))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Rekey starts a key rollover for one certificate now. With emergency the
+// switch to the pre-published next key happens at once, and is refused when
+// the next key's records have not been visible long enough.
+func (e *Engine) Rekey(ctx context.Context, name string, emergency bool, opts RenewOptions) (Outcome, error) {
+	certs, err := e.select_([]string{name})
+	if err != nil {
+		return Outcome{}, err
+	}
+	c := certs[0]
+	lock, err := e.st.Lock()
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer lock.Unlock()
+	st, err := e.load(c)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if st.Txn != nil {
+		return Outcome{}, fmt.Errorf("%s: a %s transaction is pending at step %s; run daneroll renew %s to finish it first",
+			c.Name, st.Txn.Kind, st.Txn.Step, c.Name)
+	}
+	if st.LiveSet == "" {
+		return Outcome{}, fmt.Errorf("%s: no certificate has been issued yet; run daneroll renew %s", c.Name, c.Name)
+	}
+	if c.KeyPolicy == config.PolicyReuse {
+		return Outcome{}, &HintError{
+			Err:  fmt.Errorf("%s: key_policy is reuse, which never changes the key", c.Name),
+			Advice: `set key_policy = "rollover" (or "fresh") to change keys`,
+		}
+	}
+	if emergency {
+		if c.KeyPolicy != config.PolicyRollover || st.Next == "" {
+			return Outcome{}, &HintError{
+				Err:  fmt.Errorf("%s: no pre-published next key to switch to", c.Name),
+				Advice: "an emergency switch needs key_policy = \"rollover\"; run daneroll rekey " + c.Name + " for a normal key change",
+			}
+		}
+		now := e.clock.Now()
+		if at, ok := e.safeAt(c, st, st.Next); !ok || now.Before(at) {
+			msg := "its records have not been confirmed on every authoritative server"
+			if ok {
+				msg = fmt.Sprintf("its records are not yet safe to rely on: resolvers may cache older answers until %s (%s from now)",
+					at.UTC().Format(time.RFC3339), at.Sub(now).Round(time.Second))
+			}
+			return Outcome{}, &HintError{
+				Err:  fmt.Errorf("%s: refusing an emergency switch to the next key: %s", c.Name, msg),
+				Advice: "run daneroll rekey " + c.Name + " (without --emergency) to switch as soon as it is safe",
+			}
+		}
+	}
+	st.RekeyRequested = true
+	if err := e.save(c, st); err != nil {
+		return Outcome{}, err
+	}
+	return e.runOne(ctx, c, opts, "requested"), nil
+}
+
+func (e *Engine) select_(names []string) ([]*config.Certificate, error) {
+	if len(names) == 0 {
+		if len(e.cfg.Certificates) == 0 {
+			return nil, &HintError{Err: fmt.Errorf("%s: no [[certificate]] configured", e.cfg.File),
+				Advice: "see config.example.toml"}
+		}
+		return e.cfg.Certificates, nil
+	}
+	var out []*config.Certificate
+	for _, n := range names {
+		c := e.cfg.Certificate(n)
+		if c == nil {
+			var known []string
+			for _, c := range e.cfg.Certificates {
+				known = append(known, c.Name)
+			}
+			return nil, &HintError{Err: fmt.Errorf("no certificate named %q in %s", n, e.cfg.File),
+				Advice: "configured: " + fmt.Sprint(known)}
+		}
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// HintError is an error with advice for the user.
+type HintError struct {
+	Err    error
+	Advice string
+}
+
+func (e *HintError) Error() string { return e.Err.Error() }
+func (e *HintError) Unwrap() error { return e.Err }
+
+// Hint is the advice.
+func (e *HintError) Hint() string { return e.Advice }
+
+// load reads a certificate's state, reconciled with the key files and the
+// live set on disk (which win: they are what is served).
+func (e *Engine) load(c *config.Certificate) (*State, error) {
+	st := &State{Version: stateVersion}
+	if _, err := e.st.ReadJSON(store.JournalPath(c.Name), st); err != nil {
+		return nil, fmt.Errorf("%s: journal: %w", c.Name, err)
+	}
+	if st.Version > stateVersion {
+		return nil, fmt.Errorf("%s: journal version %d is newer than this daneroll understands (%d)", c.Name, st.Version, stateVersion)
+	}
+	st.Version = stateVersion
+	now := e.clock.Now()
+	for _, slot := range []string{store.Current, store.Next} {
+		k, err := e.st.ReadKey(c.Name, slot)
+		if errors.Is(err, os.ErrNotExist) {
+			if slot == store.Current {
+				st.Current = ""
+			} else {
+				st.Next = ""
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		ki, err := st.adopt(k.Public(), now)
+		if err != nil {
+			return nil, err
+		}
+		if slot == store.Current {
+			st.Current = ki.ID
+		} else {
+			st.Next = ki.ID
+		}
+	}
+	live, err := e.st.Live(c.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: live set: %w", c.Name, err)
+	}
+	if live != nil {
+		info, err := certInfo(live)
+		if err != nil {
+			return nil, fmt.Errorf("%s: live set %s: %w", c.Name, live.ID, err)
+		}
+		leaf, _ := live.Leaf()
+		if _, err := st.adopt(leaf.PublicKey, now); err != nil {
+			return nil, err
+		}
+		st.LiveSet, st.Cert = live.ID, info
+	} else {
+		st.LiveSet, st.Cert = "", nil
+	}
+	return st, nil
+}
+
+func (e *Engine) save(c *config.Certificate, st *State) error {
+	if err := e.st.WriteJSON(store.JournalPath(c.Name), st); err != nil {
+		return fmt.Errorf("%s: journal: %w", c.Name, err)
+	}
+	return nil
+}
+
+func (e *Engine) acmeClient(ctx context.Context) (ACMEClient, error) {
+	if e.acme != nil {
+		return e.acme, nil
+	}
+	c, err := e.opts.ACME(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.acme = c
+	return c, nil
+}

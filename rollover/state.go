@@ -1,0 +1,225 @@
+package rollover
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/daneroll/daneroll/acme"
+	"github.com/daneroll/daneroll/store"
+)
+
+// stateVersion is written into every journal; a journal from a newer
+// daneroll is refused rather than misread.
+const stateVersion = 1
+
+// State is everything daneroll remembers about one certificate, kept in
+// STATE/journal/NAME.json and written atomically before every externally
+// visible step.
+type State struct {
+	Version int `json:"version"`
+
+	// Keys is every key daneroll has managed for this certificate, so that
+	// records of retired keys are recognised as ours and removed.
+	Keys []*KeyInfo `json:"keys"`
+	// Current and Next are the IDs of keys/NAME/current.pem and next.pem.
+	Current string `json:"current,omitempty"`
+	Next    string `json:"next,omitempty"`
+	// CurrentSince is when the current key was first served.
+	CurrentSince time.Time `json:"current_since,omitzero"`
+
+	// LiveSet is the archive set being served.
+	LiveSet string    `json:"live_set,omitempty"`
+	Cert    *CertInfo `json:"cert,omitempty"`
+
+	Renewal *Renewal `json:"renewal,omitempty"`
+
+	// RekeyRequested is set by `daneroll rekey` and cleared by the
+	// rollover it starts.
+	RekeyRequested bool `json:"rekey_requested,omitempty"`
+
+	// Txn is the transaction in progress, nil when none is.
+	Txn *Txn `json:"txn,omitempty"`
+
+	// LastFailure describes the last transaction that was rolled back.
+	LastFailure string `json:"last_failure,omitempty"`
+}
+
+// KeyInfo is one key.
+type KeyInfo struct {
+	ID      string    `json:"id"`   // hex SHA-256 of the SPKI: the "3 1 1" digest
+	SPKI    []byte    `json:"spki"` // DER SubjectPublicKeyInfo
+	Created time.Time `json:"created"`
+	// SafeAt maps a TLSA owner name to the time from which no resolver can
+	// still hold an answer for that name that lacks this key's records:
+	// confirmation on every authoritative server plus the hold.
+	SafeAt map[string]time.Time `json:"safe_at,omitempty"`
+	// Served is when the key was first served, Retired when its records
+	// were removed.
+	Served  time.Time `json:"served,omitzero"`
+	Retired time.Time `json:"retired,omitzero"`
+}
+
+// CertInfo describes the live certificate.
+type CertInfo struct {
+	Serial    string    `json:"serial"`
+	Domains   []string  `json:"domains"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	Issuer    string    `json:"issuer"`
+	Key       string    `json:"key"`
+}
+
+// Renewal is the renewal schedule.
+type Renewal struct {
+	// Serial is the certificate the schedule is for.
+	Serial string    `json:"serial"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
+	// Window is the CA's ARI window the time was picked from.
+	Window *acme.Window `json:"window,omitempty"`
+	// NextCheck is when to ask the CA for renewal information again.
+	NextCheck time.Time `json:"next_check,omitzero"`
+}
+
+// Transaction kinds.
+const (
+	KindIssue       = "issue"        // first certificate
+	KindRenew       = "renew"        // same key, new certificate
+	KindRekey       = "rekey"        // the served key changes
+	KindPublishNext = "publish-next" // publish a new next key's records
+	KindRepair      = "repair"       // re-publish records that went missing
+)
+
+// Steps, in order. A transaction records the step it is about to take (or
+// is taking) before it takes it, so a killed run redoes it on resume; every
+// step is idempotent.
+const (
+	StepPlan    = "plan"
+	StepPublish = "publish"
+	StepConfirm = "confirm"
+	StepHold    = "hold"
+	StepObtain  = "obtain"
+	StepDeploy  = "deploy"
+	StepVerify  = "verify"
+	StepPromote = "promote"
+	StepRetire  = "retire"
+	StepCleanup = "confirm-retire"
+	StepDone    = "done"
+)
+
+// Txn is a transaction in progress.
+type Txn struct {
+	Kind    string    `json:"kind"`
+	Step    string    `json:"step"`
+	Reason  string    `json:"reason"`
+	Started time.Time `json:"started"`
+	// Target is the key to be served when the transaction ends; Previous
+	// the key served when it began ("" when none was).
+	Target   string `json:"target"`
+	Previous string `json:"previous,omitempty"`
+	// HoldTTL is the largest TTL (seconds) a resolver may hold from before
+	// the publish step: old RRset TTLs and, where the RRset was absent,
+	// the negative TTL.
+	HoldTTL uint32 `json:"hold_ttl,omitempty"`
+	// ConfirmedAt is when every authoritative server served the change.
+	ConfirmedAt time.Time `json:"confirmed_at,omitzero"`
+	// PrevSet and NewSet are archive set IDs (before deploy, obtained).
+	PrevSet string `json:"prev_set,omitempty"`
+	NewSet  string `json:"new_set,omitempty"`
+	// Retired are the key IDs whose records the retire step removes.
+	Retired []string `json:"retired,omitempty"`
+}
+
+// keyID is the hex SHA-256 of a public key's SPKI, the digest of its
+// "3 1 1" record.
+func keyID(pub crypto.PublicKey) (string, []byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", nil, err
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), der, nil
+}
+
+// key returns the KeyInfo with the given ID, or nil.
+func (s *State) key(id string) *KeyInfo {
+	for _, k := range s.Keys {
+		if k.ID == id {
+			return k
+		}
+	}
+	return nil
+}
+
+// adopt records a key, once.
+func (s *State) adopt(pub crypto.PublicKey, now time.Time) (*KeyInfo, error) {
+	id, der, err := keyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	if k := s.key(id); k != nil {
+		return k, nil
+	}
+	k := &KeyInfo{ID: id, SPKI: der, Created: now}
+	s.Keys = append(s.Keys, k)
+	return k, nil
+}
+
+// protectedKeys are the keys that are served or may be soon: their records
+// must never be deleted.
+func (s *State) protectedKeys() []string {
+	var ids []string
+	for _, id := range []string{s.Current, s.Next, s.servedKey()} {
+		if id != "" && !contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	// The key a transaction is about to serve. (The key it replaces is the
+	// served key until the switch, and nothing deletes records between the
+	// switch and the verify that may switch back.)
+	if s.Txn != nil && s.Txn.Target != "" && !contains(ids, s.Txn.Target) {
+		ids = append(ids, s.Txn.Target)
+	}
+	return ids
+}
+
+// servedKey is the key of the live set.
+func (s *State) servedKey() string {
+	if s.Cert == nil {
+		return ""
+	}
+	return s.Cert.Key
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// certInfo describes a set's leaf.
+func certInfo(set *store.Set) (*CertInfo, error) {
+	leaf, err := set.Leaf()
+	if err != nil {
+		return nil, err
+	}
+	id, _, err := keyID(leaf.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	return &CertInfo{
+		Serial:    fmt.Sprintf("%x", leaf.SerialNumber),
+		Domains:   leaf.DNSNames,
+		NotBefore: leaf.NotBefore.UTC(),
+		NotAfter:  leaf.NotAfter.UTC(),
+		Issuer:    leaf.Issuer.CommonName,
+		Key:       id,
+	}, nil
+}

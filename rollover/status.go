@@ -1,0 +1,281 @@
+package rollover
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/daneroll/daneroll/acme"
+	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/dane"
+)
+
+// CertStatus is what `daneroll status` shows for one certificate.
+type CertStatus struct {
+	Name      string   `json:"name"`
+	Domains   []string `json:"domains"`
+	KeyPolicy string   `json:"key_policy"`
+	// Key is the current key's SPKI SHA-256 (its "3 1 1" digest), NextKey
+	// the pre-published next key's, Served the live certificate's.
+	Key     string `json:"key,omitempty"`
+	NextKey string `json:"next_key,omitempty"`
+	Served  string `json:"served_key,omitempty"`
+
+	Serial   string    `json:"serial,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+
+	RenewAt     time.Time `json:"renew_at,omitzero"`
+	RenewReason string    `json:"renew_reason,omitempty"`
+	RekeyAt     time.Time `json:"rekey_at,omitzero"`
+
+	Pending     *PendingStatus `json:"pending,omitempty"`
+	LastFailure string         `json:"last_failure,omitempty"`
+
+	TLSA     []OwnerStatus `json:"tlsa,omitempty"`
+	Warnings []string      `json:"warnings,omitempty"`
+}
+
+// PendingStatus is a transaction in progress.
+type PendingStatus struct {
+	Kind    string    `json:"kind"`
+	Step    string    `json:"step"`
+	Reason  string    `json:"reason"`
+	Started time.Time `json:"started"`
+}
+
+// OwnerStatus compares wanted and visible records at one name.
+type OwnerStatus struct {
+	Owner string `json:"owner"`
+	// Records are the wanted records with, for each, on how many of the
+	// authoritative servers it is visible.
+	Records []RecordStatus `json:"records"`
+	// Other are records at the name that daneroll does not want: of
+	// retired keys (stale) or of keys it does not know (foreign).
+	Stale   []string `json:"stale,omitempty"`
+	Foreign []string `json:"foreign,omitempty"`
+	Signed  bool     `json:"signed"`
+	Servers int      `json:"servers"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// RecordStatus is one wanted record.
+type RecordStatus struct {
+	Record  string `json:"record"`
+	Key     string `json:"key"` // "current", "next", "served"
+	Visible int    `json:"visible"`
+}
+
+// Status reports on the selected certificates without changing anything
+// and without the lock.
+func (e *Engine) Status(ctx context.Context, names []string) ([]CertStatus, error) {
+	certs, err := e.select_(names)
+	if err != nil {
+		return nil, err
+	}
+	var out []CertStatus
+	for _, c := range certs {
+		s, err := e.status(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (e *Engine) status(ctx context.Context, c *config.Certificate) (CertStatus, error) {
+	st, err := e.load(c)
+	if err != nil {
+		return CertStatus{}, err
+	}
+	cs := CertStatus{
+		Name: c.Name, Domains: c.Domains, KeyPolicy: c.KeyPolicy,
+		Key: st.Current, NextKey: st.Next, Served: st.servedKey(), LastFailure: st.LastFailure,
+	}
+	if st.Cert != nil {
+		cs.Serial, cs.NotAfter = st.Cert.Serial, st.Cert.NotAfter
+	}
+	switch {
+	case st.Renewal != nil && st.Cert != nil && st.Renewal.Serial == st.Cert.Serial:
+		cs.RenewAt, cs.RenewReason = st.Renewal.At, st.Renewal.Reason
+	case st.Cert != nil:
+		if set, err := e.st.Set(c.Name, st.LiveSet); err == nil {
+			if leaf, err := set.Leaf(); err == nil {
+				cs.RenewAt = acme.FallbackRenewal(leaf, c.RenewBefore.Duration)
+				cs.RenewReason = "without ARI: a third of the lifetime left, or renew_before"
+			}
+		}
+	default:
+		cs.RenewReason = "no certificate yet: the next renew issues one"
+	}
+	if c.KeyPolicy == config.PolicyRollover && !st.CurrentSince.IsZero() {
+		cs.RekeyAt = st.CurrentSince.Add(c.RekeyAfter.Duration)
+	}
+	if st.Txn != nil {
+		cs.Pending = &PendingStatus{Kind: st.Txn.Kind, Step: st.Txn.Step, Reason: st.Txn.Reason, Started: st.Txn.Started}
+	}
+	if len(c.TLSA) > 0 {
+		cs.TLSA, cs.Warnings = e.tlsaStatus(ctx, c, st)
+	}
+	return cs, nil
+}
+
+func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *State) ([]OwnerStatus, []string) {
+	d, err := e.dns(c)
+	if err != nil {
+		return nil, []string{err.Error()}
+	}
+	var warnings []string
+	role := map[string]string{}
+	for _, pair := range [][2]string{{st.servedKey(), "served"}, {st.Next, "next"}, {st.Current, "current"}} {
+		if pair[0] != "" {
+			role[pair[0]] = pair[1]
+		}
+	}
+	wantedKeys := e.wantedKeys(st)
+	wanted := records(c, wantedKeys)
+	rep, repErr := d.Confirmer.Check(ctx, e.wants(c, st, nil))
+	var chain = e.liveChain(c, st)
+	ks := e.keySets(st, st.protectedKeys())
+	var out []OwnerStatus
+	for _, owner := range c.TLSA {
+		fq := dns.Fqdn(owner)
+		os := OwnerStatus{Owner: fq}
+		if repErr != nil {
+			os.Error = repErr.Error()
+		}
+		var zr *dane.ZoneReport
+		if rep != nil {
+			for _, z := range rep.Zones {
+				if _, ok := z.Owners[fq]; ok {
+					zr = z
+				}
+			}
+		}
+		for _, rr := range wanted[fq] {
+			rs := RecordStatus{Record: rrLine(rr)}
+			for _, k := range wantedKeys {
+				if dane.MatchesSPKI(rr, k.SPKI) {
+					rs.Key = role[k.ID]
+				}
+			}
+			if zr != nil {
+				os.Signed, os.Servers = zr.Signed, 0
+				for _, s := range zr.Servers {
+					if s.Skipped {
+						continue
+					}
+					os.Servers++
+					if s.Err == nil && !containsTLSARR(s.Missing, rr) {
+						rs.Visible++
+					}
+				}
+			}
+			os.Records = append(os.Records, rs)
+		}
+		published, err := tlsaOf(ctx, d.Publisher, fq)
+		if err != nil {
+			os.Error = err.Error()
+		} else {
+			p := dane.PlanOwner(fq, wanted[fq], published, ks)
+			for _, rr := range p.Delete {
+				os.Stale = append(os.Stale, rrLine(rr))
+			}
+			for _, rr := range p.Foreign {
+				os.Foreign = append(os.Foreign, rrLine(rr))
+			}
+			if len(chain) > 0 {
+				var recs []dane.TLSA
+				for _, rr := range published {
+					if t, err := dane.FromRR(rr); err == nil {
+						recs = append(recs, t)
+					}
+				}
+				smtp := strings.HasPrefix(fq, "_25.") || strings.HasPrefix(fq, "_465.") || strings.HasPrefix(fq, "_587.")
+				for _, w := range dane.Lint(recs, chain, dane.VerifyOptions{Names: c.Domains, SMTP: smtp, Now: e.clock.Now()}) {
+					warnings = append(warnings, fmt.Sprintf("%s: %s", strings.TrimSuffix(fq, "."), w.Msg))
+				}
+			}
+		}
+		if zr != nil && !zr.Signed {
+			warnings = append(warnings, fmt.Sprintf("zone %s is not DNSSEC-signed: DANE clients ignore its TLSA records", zr.Zone))
+		}
+		out = append(out, os)
+	}
+	return out, dedupe(warnings)
+}
+
+func containsTLSARR(set []dns.RR, rr *dns.TLSA) bool {
+	for _, x := range set {
+		if dns.IsDuplicate(x, rr) {
+			return true
+		}
+	}
+	return false
+}
+
+func dedupe(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if !contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// liveChain is the live set's chain, leaf first, or nil.
+func (e *Engine) liveChain(c *config.Certificate, st *State) []*x509.Certificate {
+	if st.LiveSet == "" {
+		return nil
+	}
+	set, err := e.st.Set(c.Name, st.LiveSet)
+	if err != nil {
+		return nil
+	}
+	chain, err := set.Certificates()
+	if err != nil {
+		return nil
+	}
+	return chain
+}
+
+// WantedRecords returns, per certificate, the TLSA records the
+// configuration wants published now, as zone-file lines. Certificates
+// without keys yet have none.
+func (e *Engine) WantedRecords(names []string) ([]CertRecords, error) {
+	certs, err := e.select_(names)
+	if err != nil {
+		return nil, err
+	}
+	var out []CertRecords
+	for _, c := range certs {
+		st, err := e.load(c)
+		if err != nil {
+			return nil, err
+		}
+		cr := CertRecords{Name: c.Name}
+		recs := records(c, e.wantedKeys(st))
+		for _, owner := range c.TLSA {
+			for _, rr := range recs[dns.Fqdn(owner)] {
+				cr.Lines = append(cr.Lines, rrLine(rr))
+			}
+		}
+		if len(c.TLSA) > 0 && len(st.Keys) == 0 {
+			cr.Note = "no keys yet: daneroll renew generates them"
+		}
+		out = append(out, cr)
+	}
+	return out, nil
+}
+
+// CertRecords are one certificate's wanted records.
+type CertRecords struct {
+	Name  string
+	Lines []string
+	Note  string
+}

@@ -1,0 +1,715 @@
+package rollover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/daneroll/daneroll/acme"
+	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/dane"
+	"github.com/daneroll/daneroll/store"
+)
+
+// sequence lists the steps of each kind of transaction.
+func sequence(kind string, tlsa bool) []string {
+	var s []string
+	switch kind {
+	case KindIssue:
+		s = []string{StepPlan, StepPublish, StepConfirm, StepHold, StepObtain, StepDeploy, StepVerify, StepRetire, StepCleanup}
+	case KindRenew:
+		s = []string{StepPlan, StepPublish, StepConfirm, StepObtain, StepDeploy, StepVerify, StepRetire, StepCleanup}
+	case KindRekey:
+		s = []string{StepPlan, StepPublish, StepConfirm, StepHold, StepObtain, StepDeploy, StepVerify, StepPromote, StepRetire, StepCleanup}
+	case KindPublishNext:
+		s = []string{StepPlan, StepPublish, StepConfirm}
+	case KindRepair:
+		s = []string{StepPlan, StepPublish, StepConfirm, StepRetire, StepCleanup}
+	}
+	if !tlsa {
+		var keep []string
+		for _, step := range s {
+			switch step {
+			case StepPublish, StepConfirm, StepHold, StepRetire, StepCleanup:
+			default:
+				keep = append(keep, step)
+			}
+		}
+		s = keep
+	}
+	return append(s, StepDone)
+}
+
+func nextStep(kind, step string, tlsa bool) string {
+	seq := sequence(kind, tlsa)
+	for i, s := range seq {
+		if s == step && i+1 < len(seq) {
+			return seq[i+1]
+		}
+	}
+	return StepDone
+}
+
+// waitError is returned by a step that must wait and was told not to.
+type waitError struct {
+	until time.Time
+	what  string
+}
+
+func (w *waitError) Error() string { return "waiting: " + w.what }
+func (w *waitError) Unwrap() error { return ErrWaiting }
+
+// runOne decides what a certificate needs and carries it out.
+func (e *Engine) runOne(ctx context.Context, c *config.Certificate, opts RenewOptions, why string) Outcome {
+	st, err := e.load(c)
+	if err != nil {
+		return Outcome{Name: c.Name, Action: "failed", Err: err}
+	}
+	if st.Txn == nil {
+		d, err := e.decide(ctx, c, st, opts.Force)
+		if err != nil {
+			return Outcome{Name: c.Name, Action: "failed", Err: err}
+		}
+		if d.kind == "" {
+			if err := e.save(c, st); err != nil {
+				return Outcome{Name: c.Name, Action: "failed", Err: err}
+			}
+			return Outcome{Name: c.Name, Action: "nothing", Detail: d.reason}
+		}
+		st.Txn = &Txn{Kind: d.kind, Step: StepPlan, Reason: d.reason, Started: e.clock.Now()}
+		if err := e.save(c, st); err != nil {
+			return Outcome{Name: c.Name, Action: "failed", Err: err}
+		}
+		e.rep.Progress(c.Name, "start", fmt.Sprintf("%s: %s", d.kind, d.reason))
+	} else {
+		e.rep.Progress(c.Name, "resume", fmt.Sprintf("resuming %s at step %s", st.Txn.Kind, st.Txn.Step))
+	}
+	return e.advance(ctx, c, st, opts)
+}
+
+// advance takes steps until the transaction is done, must wait, or fails.
+func (e *Engine) advance(ctx context.Context, c *config.Certificate, st *State, opts RenewOptions) Outcome {
+	tlsa := len(c.TLSA) > 0
+	kind := st.Txn.Kind
+	for st.Txn.Step != StepDone {
+		step := st.Txn.Step
+		start := e.clock.Now()
+		err := e.step(ctx, c, st, opts)
+		var w *waitError
+		switch {
+		case errors.As(err, &w):
+			if serr := e.save(c, st); serr != nil {
+				return Outcome{Name: c.Name, Action: "failed", Err: serr}
+			}
+			return Outcome{Name: c.Name, Action: "waiting", Detail: w.what, ResumeAt: w.until}
+		case err != nil:
+			var rb *RolledBackError
+			if errors.As(err, &rb) {
+				st.LastFailure = err.Error()
+				if rb.To != "" {
+					// Back where it started: the next run decides
+					// afresh. (With nothing to go back to, the next run
+					// verifies again instead.)
+					st.Txn = nil
+				}
+			}
+			if serr := e.save(c, st); serr != nil {
+				err = errors.Join(err, serr)
+			}
+			return Outcome{Name: c.Name, Action: "failed", Err: fmt.Errorf("%s: %s: %w", c.Name, step, err)}
+		}
+		e.log.Debug("step done", "cert", c.Name, "step", step, "took", e.clock.Now().Sub(start))
+		st.Txn.Step = nextStep(kind, step, tlsa)
+		if err := e.save(c, st); err != nil {
+			return Outcome{Name: c.Name, Action: "failed", Err: err}
+		}
+	}
+	return e.finish(ctx, c, st)
+}
+
+// finish closes a transaction and schedules the next renewal.
+func (e *Engine) finish(ctx context.Context, c *config.Certificate, st *State) Outcome {
+	txn := st.Txn
+	st.Txn = nil
+	if txn.Kind == KindRekey {
+		st.RekeyRequested = false
+	}
+	st.LastFailure = ""
+	if st.CurrentSince.IsZero() && st.LiveSet != "" {
+		st.CurrentSince = e.clock.Now()
+	}
+	e.schedule(ctx, c, st, true)
+	if err := e.save(c, st); err != nil {
+		return Outcome{Name: c.Name, Action: "failed", Err: err}
+	}
+	action := map[string]string{
+		KindIssue: "issued", KindRenew: "renewed", KindRekey: "rekeyed",
+		KindPublishNext: "published next key", KindRepair: "repaired records",
+	}[txn.Kind]
+	detail := txn.Reason
+	if st.Cert != nil && txn.Kind != KindPublishNext && txn.Kind != KindRepair {
+		detail = fmt.Sprintf("%s; key %s, valid until %s", txn.Reason, short(st.Cert.Key), st.Cert.NotAfter.Format(time.RFC3339))
+	}
+	if st.Renewal != nil {
+		detail += fmt.Sprintf("; next renewal %s", st.Renewal.At.UTC().Format(time.RFC3339))
+	}
+	return Outcome{Name: c.Name, Action: action, Detail: detail}
+}
+
+func short(id string) string {
+	if len(id) > 16 {
+		return id[:16] + "…"
+	}
+	return id
+}
+
+// step carries out the transaction's current step.
+func (e *Engine) step(ctx context.Context, c *config.Certificate, st *State, opts RenewOptions) error {
+	switch st.Txn.Step {
+	case StepPlan:
+		return e.plan(ctx, c, st)
+	case StepPublish:
+		return e.publish(ctx, c, st)
+	case StepConfirm:
+		return e.confirm(ctx, c, st, opts, false)
+	case StepHold:
+		return e.hold(ctx, c, st, opts)
+	case StepObtain:
+		return e.obtain(ctx, c, st)
+	case StepDeploy:
+		return e.deploy(ctx, c, st)
+	case StepVerify:
+		return e.verify(ctx, c, st)
+	case StepPromote:
+		return e.promote(c, st)
+	case StepRetire:
+		return e.retire(ctx, c, st)
+	case StepCleanup:
+		return e.confirm(ctx, c, st, opts, true)
+	}
+	return fmt.Errorf("unknown step %q in the journal", st.Txn.Step)
+}
+
+// plan makes sure the keys the transaction needs exist, and records what
+// resolvers may be caching before anything is published.
+func (e *Engine) plan(ctx context.Context, c *config.Certificate, st *State) error {
+	now := e.clock.Now()
+	txn := st.Txn
+	ensure := func(slot string) (string, error) {
+		if id := st.slot(slot); id != "" {
+			return id, nil
+		}
+		k, err := acme.GenerateKey(c.KeyType)
+		if err != nil {
+			return "", err
+		}
+		if err := e.st.WriteKey(c.Name, slot, k); err != nil {
+			return "", err
+		}
+		ki, err := st.adopt(k.Public(), now)
+		if err != nil {
+			return "", err
+		}
+		st.setSlot(slot, ki.ID)
+		e.rep.Progress(c.Name, "plan", fmt.Sprintf("generated %s key %s (%s)", slot, short(ki.ID), c.KeyType))
+		return ki.ID, nil
+	}
+	// A live certificate whose key file went missing: its key is the
+	// current key (the archive keeps it).
+	if st.Current == "" && st.LiveSet != "" {
+		if err := e.restoreCurrent(c, st); err != nil {
+			return err
+		}
+	}
+	var err error
+	switch txn.Kind {
+	case KindIssue:
+		txn.Target, err = ensure(store.Current)
+		if err == nil && c.KeyPolicy == config.PolicyRollover {
+			_, err = ensure(store.Next)
+		}
+	case KindRenew, KindRepair:
+		txn.Target, err = ensure(store.Current)
+	case KindRekey:
+		txn.Target, err = ensure(store.Next)
+	case KindPublishNext:
+		txn.Target = st.Current
+		_, err = ensure(store.Next)
+	}
+	if err != nil {
+		return err
+	}
+	txn.Previous = st.servedKey()
+	txn.PrevSet = st.LiveSet
+	if len(c.TLSA) == 0 {
+		return nil
+	}
+	// What may resolvers hold from before the change? The old RRsets'
+	// TTLs, and the negative TTL where there was no RRset.
+	d, err := e.dns(c)
+	if err != nil {
+		return err
+	}
+	rep, err := d.Confirmer.Check(ctx, e.wants(c, st, nil))
+	if err != nil {
+		return err
+	}
+	var ttl uint32
+	for _, z := range rep.Zones {
+		for _, o := range z.Owners {
+			ttl = max(ttl, o.TTL)
+			if o.Absent {
+				ttl = max(ttl, z.NegTTL)
+			}
+		}
+	}
+	txn.HoldTTL = ttl
+	for _, z := range rep.Unsigned() {
+		e.log.Warn("zone is not DNSSEC-signed: DANE-validating clients ignore its TLSA records", "cert", c.Name, "zone", z)
+	}
+	return nil
+}
+
+func (st *State) slot(slot string) string {
+	if slot == store.Current {
+		return st.Current
+	}
+	return st.Next
+}
+
+func (st *State) setSlot(slot, id string) {
+	if slot == store.Current {
+		st.Current = id
+	} else {
+		st.Next = id
+	}
+}
+
+// restoreCurrent writes the live set's key back as the current key.
+func (e *Engine) restoreCurrent(c *config.Certificate, st *State) error {
+	set, err := e.st.Set(c.Name, st.LiveSet)
+	if err != nil {
+		return err
+	}
+	k, err := store.ParseKey(set.Key)
+	if err != nil {
+		return err
+	}
+	if err := e.st.WriteKey(c.Name, store.Current, k); err != nil {
+		return err
+	}
+	st.Current = st.Cert.Key
+	e.log.Warn("current key file was missing; restored it from the live set", "cert", c.Name, "key", st.Current)
+	return nil
+}
+
+// wantedKeys are the keys whose records must be published: every key that
+// is served or may be soon.
+func (e *Engine) wantedKeys(st *State) []*KeyInfo {
+	var out []*KeyInfo
+	for _, id := range st.protectedKeys() {
+		if k := st.key(id); k != nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// records returns the records for keys at every configured owner name.
+func records(c *config.Certificate, keys []*KeyInfo) map[string][]*dns.TLSA {
+	out := map[string][]*dns.TLSA{}
+	for _, owner := range c.TLSA {
+		fq := dns.Fqdn(owner)
+		out[fq] = nil
+		for _, k := range keys {
+			for _, p := range c.TLSAParams {
+				u, _, m := config.ParseTLSAParams(p)
+				out[fq] = append(out[fq], dane.RecordForSPKI(fq, uint32(c.TLSATTL), k.SPKI, u, m))
+			}
+		}
+	}
+	return out
+}
+
+// wants turns wanted and unwanted records into confirmation targets.
+func (e *Engine) wants(c *config.Certificate, st *State, absent map[string][]*dns.TLSA) []dane.Want {
+	present := records(c, e.wantedKeys(st))
+	var out []dane.Want
+	for _, owner := range c.TLSA {
+		fq := dns.Fqdn(owner)
+		w := dane.Want{Owner: fq, Type: dns.TypeTLSA}
+		for _, rr := range present[fq] {
+			w.Present = append(w.Present, rr)
+		}
+		for _, rr := range absent[fq] {
+			w.Absent = append(w.Absent, rr)
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func (e *Engine) dns(c *config.Certificate) (*DNS, error) {
+	d := e.opts.DNS[c.Publisher]
+	if d == nil {
+		return nil, fmt.Errorf("publisher %q is not available", c.Publisher)
+	}
+	return d, nil
+}
+
+func (e *Engine) keySets(st *State, protected []string) dane.KeySets {
+	var ks dane.KeySets
+	for _, k := range st.Keys {
+		ks.Owned = append(ks.Owned, k.SPKI)
+		if contains(protected, k.ID) {
+			ks.Protected = append(ks.Protected, k.SPKI)
+		}
+	}
+	return ks
+}
+
+// publish adds every wanted record that is not published. It never deletes.
+func (e *Engine) publish(ctx context.Context, c *config.Certificate, st *State) error {
+	d, err := e.dns(c)
+	if err != nil {
+		return err
+	}
+	wanted := records(c, e.wantedKeys(st))
+	ks := e.keySets(st, st.protectedKeys())
+	for _, owner := range c.TLSA {
+		fq := dns.Fqdn(owner)
+		published, err := tlsaOf(ctx, d.Publisher, fq)
+		if err != nil {
+			return err
+		}
+		p := dane.PlanOwner(fq, wanted[fq], published, ks)
+		for _, rr := range p.Add {
+			e.rep.Progress(c.Name, "publish", "add "+rrLine(rr))
+			if err := d.Publisher.Add(ctx, rr); err != nil {
+				return fmt.Errorf("%s: add %s: %w", d.Publisher, rrLine(rr), err)
+			}
+			// The record was missing: whatever was known about its key
+			// being visible here no longer holds.
+			for _, k := range st.Keys {
+				if dane.MatchesSPKI(rr, k.SPKI) {
+					delete(k.SafeAt, fq)
+				}
+			}
+		}
+		for _, rr := range p.Foreign {
+			e.log.Info("leaving alone a record of a key daneroll does not manage", "cert", c.Name, "record", rrLine(rr))
+		}
+	}
+	return nil
+}
+
+func tlsaOf(ctx context.Context, p dane.Publisher, owner string) ([]*dns.TLSA, error) {
+	rrs, err := p.Records(ctx, owner, dns.TypeTLSA)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list %s: %w", p, owner, err)
+	}
+	var out []*dns.TLSA
+	for _, rr := range rrs {
+		if t, ok := rr.(*dns.TLSA); ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+func rrLine(rr dns.RR) string {
+	c := dns.Copy(rr)
+	h := c.Header()
+	return strings.Join(strings.Fields(fmt.Sprintf("%s %d IN %s %s", h.Name, h.Ttl, dns.TypeToString[h.Rrtype],
+		strings.TrimPrefix(c.String(), h.String()))), " ")
+}
+
+// confirm waits until every authoritative server serves the wanted records
+// (and, after retire, no longer serves the retired ones), then records from
+// when on each key is safe to serve.
+func (e *Engine) confirm(ctx context.Context, c *config.Certificate, st *State, opts RenewOptions, cleanup bool) error {
+	d, err := e.dns(c)
+	if err != nil {
+		return err
+	}
+	var absent map[string][]*dns.TLSA
+	if cleanup {
+		var retired []*KeyInfo
+		for _, id := range st.Txn.Retired {
+			if k := st.key(id); k != nil {
+				retired = append(retired, k)
+			}
+		}
+		absent = records(c, retired)
+	}
+	wants := e.wants(c, st, absent)
+	var rep *dane.Report
+	if opts.NoWait {
+		rep, err = d.Confirmer.Check(ctx, wants)
+		if err == nil && !rep.Confirmed {
+			next := e.clock.Now().Add(time.Minute)
+			return &waitError{until: next, what: "authoritative servers do not all serve the change yet: " +
+				strings.Join(rep.Lagging(), " | ")}
+		}
+	} else {
+		e.rep.Progress(c.Name, st.Txn.Step, fmt.Sprintf("asking every authoritative server for %s", strings.Join(c.TLSA, ", ")))
+		rep, err = d.Confirmer.Wait(ctx, wants, e.cfg.DNS.ConfirmTimeout.Duration)
+	}
+	if err != nil {
+		return err
+	}
+	if !st.Txn.ConfirmedAt.IsZero() && cleanup {
+		// A second confirmation (after retire) stands on its own.
+		st.Txn.ConfirmedAt = time.Time{}
+	}
+	st.Txn.ConfirmedAt = rep.At
+	hold := time.Duration(e.cfg.DNS.HoldFactor * float64(time.Duration(max(st.Txn.HoldTTL, rep.MaxTTL()))*time.Second))
+	for _, k := range e.wantedKeys(st) {
+		if k.SafeAt == nil {
+			k.SafeAt = map[string]time.Time{}
+		}
+		for _, owner := range c.TLSA {
+			fq := dns.Fqdn(owner)
+			if _, ok := k.SafeAt[fq]; !ok {
+				k.SafeAt[fq] = rep.At.Add(hold)
+			}
+		}
+	}
+	for _, id := range st.Txn.Retired {
+		if k := st.key(id); k != nil && cleanup && k.Retired.IsZero() {
+			k.Retired = rep.At
+		}
+	}
+	var servers int
+	for _, z := range rep.Zones {
+		servers += len(z.Servers)
+	}
+	e.rep.Progress(c.Name, st.Txn.Step, fmt.Sprintf("all %d authoritative servers agree", servers))
+	for _, z := range rep.Unsigned() {
+		e.log.Warn("zone is not DNSSEC-signed: DANE-validating clients ignore its TLSA records", "cert", c.Name, "zone", z)
+	}
+	return nil
+}
+
+// safeAt is when every configured owner name of c is safe for key id.
+func (e *Engine) safeAt(c *config.Certificate, st *State, id string) (time.Time, bool) {
+	k := st.key(id)
+	if k == nil {
+		return time.Time{}, false
+	}
+	var latest time.Time
+	for _, owner := range c.TLSA {
+		at, ok := k.SafeAt[dns.Fqdn(owner)]
+		if !ok {
+			return time.Time{}, false
+		}
+		if at.After(latest) {
+			latest = at
+		}
+	}
+	return latest, true
+}
+
+// hold waits until no resolver can hold an answer lacking the target key's
+// records.
+func (e *Engine) hold(ctx context.Context, c *config.Certificate, st *State, opts RenewOptions) error {
+	until, ok := e.safeAt(c, st, st.Txn.Target)
+	if !ok {
+		return fmt.Errorf("key %s has not been confirmed on every authoritative server", short(st.Txn.Target))
+	}
+	now := e.clock.Now()
+	if !now.Before(until) {
+		return nil
+	}
+	what := fmt.Sprintf("resolvers may cache answers without the new key's records until %s", until.UTC().Format(time.RFC3339))
+	if opts.NoWait {
+		return &waitError{until: until, what: what}
+	}
+	done := e.rep.Waiting(c.Name, "hold", until)
+	defer done()
+	return e.clock.Sleep(ctx, until.Sub(now))
+}
+
+// obtain orders the certificate for the target key and archives it.
+func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) error {
+	txn := st.Txn
+	if txn.NewSet != "" {
+		return nil
+	}
+	slot := store.Current
+	if st.Next == txn.Target && st.Current != txn.Target {
+		slot = store.Next
+	}
+	key, err := e.st.ReadKey(c.Name, slot)
+	if err != nil {
+		return err
+	}
+	if id, _, _ := keyID(key.Public()); id != txn.Target {
+		return fmt.Errorf("key file %s no longer holds key %s", e.st.KeyPath(c.Name, slot), short(txn.Target))
+	}
+	client, err := e.acmeClient(ctx)
+	if err != nil {
+		return err
+	}
+	req := acme.Request{Domains: c.Domains, Key: key, Profile: c.Profile, Solver: e.solver(c)}
+	if st.LiveSet != "" {
+		if live, err := e.st.Set(c.Name, st.LiveSet); err == nil {
+			req.Replaces, _ = live.Leaf()
+		}
+	}
+	e.rep.Progress(c.Name, "obtain", fmt.Sprintf("ordering a certificate for %s with key %s", strings.Join(c.Domains, ", "), short(txn.Target)))
+	crt, err := client.Obtain(ctx, req)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := store.EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	id, err := e.st.Install(c.Name, &store.Set{Key: keyPEM, Cert: crt.Cert, Chain: crt.Chain})
+	if err != nil {
+		return err
+	}
+	txn.NewSet = id
+	e.rep.Progress(c.Name, "obtain", fmt.Sprintf("certificate %x valid until %s, archived as set %s",
+		crt.Leaf.SerialNumber, crt.Leaf.NotAfter.UTC().Format(time.RFC3339), id))
+	return nil
+}
+
+func (e *Engine) solver(c *config.Certificate) acme.Solver {
+	s := acme.Solver{
+		Challenge:       c.Challenge,
+		HTTP01Listen:    c.HTTP01Listen,
+		HTTP01Webroot:   c.HTTP01Webroot,
+		TLSALPN01Listen: c.TLSALPN01Listen,
+	}
+	if c.Challenge == config.ChallengeDNS01 {
+		if d := e.opts.DNS[c.Publisher]; d != nil {
+			s.DNS01 = &dane.TXTChallenge{Publisher: d.Publisher, Confirmer: d.Confirmer, Timeout: e.cfg.DNS.ConfirmTimeout.Duration}
+		}
+	}
+	return s
+}
+
+// promote makes the target key the current one; under rollover a new next
+// key is generated (and published by retire), under fresh there is none.
+func (e *Engine) promote(c *config.Certificate, st *State) error {
+	target := st.Txn.Target
+	now := e.clock.Now()
+	if st.Current != target {
+		k, err := e.st.ReadKey(c.Name, store.Next)
+		if err != nil {
+			return err
+		}
+		if id, _, _ := keyID(k.Public()); id != target {
+			return fmt.Errorf("next key file no longer holds key %s", short(target))
+		}
+		if err := e.st.WriteKey(c.Name, store.Current, k); err != nil {
+			return err
+		}
+		st.Current = target
+	}
+	if st.Next == target {
+		if c.KeyPolicy == config.PolicyRollover {
+			k, err := acme.GenerateKey(c.KeyType)
+			if err != nil {
+				return err
+			}
+			if err := e.st.WriteKey(c.Name, store.Next, k); err != nil {
+				return err
+			}
+			ki, err := st.adopt(k.Public(), now)
+			if err != nil {
+				return err
+			}
+			st.Next = ki.ID
+			e.rep.Progress(c.Name, "promote", fmt.Sprintf("key %s is current; generated next key %s", short(target), short(ki.ID)))
+		} else {
+			if err := e.st.RemoveKey(c.Name, store.Next); err != nil {
+				return err
+			}
+			st.Next = ""
+		}
+	}
+	st.CurrentSince = now
+	return nil
+}
+
+// retire publishes records for keys that became wanted (a new next key)
+// and deletes records of keys that can no longer be served.
+func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) error {
+	d, err := e.dns(c)
+	if err != nil {
+		return err
+	}
+	// Only what is current, next or live is protected now: the previous
+	// key is no longer served (verify saw to that).
+	var protected []string
+	for _, id := range []string{st.Current, st.Next, st.servedKey()} {
+		if id != "" && !contains(protected, id) {
+			protected = append(protected, id)
+		}
+	}
+	var keep []*KeyInfo
+	for _, id := range protected {
+		if k := st.key(id); k != nil {
+			keep = append(keep, k)
+		}
+	}
+	wanted := records(c, keep)
+	ks := e.keySets(st, protected)
+	// Before adding a new key's records, note what resolvers may hold.
+	rep, err := d.Confirmer.Check(ctx, e.wants(c, st, nil))
+	if err != nil {
+		return err
+	}
+	for _, z := range rep.Zones {
+		for _, o := range z.Owners {
+			st.Txn.HoldTTL = max(o.TTL, st.Txn.HoldTTL)
+			if o.Absent {
+				st.Txn.HoldTTL = max(st.Txn.HoldTTL, z.NegTTL)
+			}
+		}
+	}
+	var retired []string
+	for _, owner := range c.TLSA {
+		fq := dns.Fqdn(owner)
+		published, err := tlsaOf(ctx, d.Publisher, fq)
+		if err != nil {
+			return err
+		}
+		p := dane.PlanOwner(fq, wanted[fq], published, ks)
+		for _, rr := range p.Add {
+			e.rep.Progress(c.Name, "retire", "add "+rrLine(rr))
+			if err := d.Publisher.Add(ctx, rr); err != nil {
+				return fmt.Errorf("%s: add %s: %w", d.Publisher, rrLine(rr), err)
+			}
+			for _, k := range st.Keys {
+				if dane.MatchesSPKI(rr, k.SPKI) {
+					delete(k.SafeAt, fq)
+				}
+			}
+		}
+		for _, rr := range p.Delete {
+			e.rep.Progress(c.Name, "retire", "delete "+rrLine(rr))
+			if err := d.Publisher.Delete(ctx, rr); err != nil {
+				return fmt.Errorf("%s: delete %s: %w", d.Publisher, rrLine(rr), err)
+			}
+			for _, k := range st.Keys {
+				if dane.MatchesSPKI(rr, k.SPKI) && !contains(retired, k.ID) {
+					retired = append(retired, k.ID)
+				}
+			}
+		}
+	}
+	for _, id := range retired {
+		if !contains(st.Txn.Retired, id) {
+			st.Txn.Retired = append(st.Txn.Retired, id)
+		}
+	}
+	return nil
+}
