@@ -35,6 +35,8 @@ type Wiring struct {
 	Version string
 	// ProbeWait bounds how long a probe retries after a reload.
 	ProbeWait time.Duration
+	// Failpoint is passed on to Options.Failpoint.
+	Failpoint func(when string)
 }
 
 // Build makes an engine for cfg: the store, the publishers with their
@@ -66,12 +68,13 @@ func BuildWithStore(cfg *config.Config, st *store.Store, w Wiring) (*Engine, err
 		probeWait = 30 * time.Second
 	}
 	opts := Options{
-		Config:   cfg,
-		Store:    st,
-		Logger:   log,
-		Clock:    clock,
-		Reporter: w.Reporter,
-		DNS:      dnsMap,
+		Config:    cfg,
+		Store:     st,
+		Logger:    log,
+		Clock:     clock,
+		Reporter:  w.Reporter,
+		DNS:       dnsMap,
+		Failpoint: w.Failpoint,
 		ACME: func(ctx context.Context) (ACMEClient, error) {
 			dir, err := st.AccountDir(cfg.ACME.Directory, cfg.ACME.Email)
 			if err != nil {

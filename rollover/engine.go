@@ -104,6 +104,10 @@ type Options struct {
 	// reloads are asynchronous) until accept returns nil for the served
 	// chain, and returns accept's last error otherwise.
 	Probe func(ctx context.Context, endpoint string, accept func(chain []*x509.Certificate) error) error
+	// Failpoint, when set, is called just before ("before") and just after
+	// ("after") every journal write. The crash tests use it to kill the
+	// process at every step.
+	Failpoint func(when string)
 }
 
 // Engine runs renewals.
@@ -219,14 +223,14 @@ func (e *Engine) Rekey(ctx context.Context, name string, emergency bool, opts Re
 	}
 	if c.KeyPolicy == config.PolicyReuse {
 		return Outcome{}, &HintError{
-			Err:  fmt.Errorf("%s: key_policy is reuse, which never changes the key", c.Name),
+			Err:    fmt.Errorf("%s: key_policy is reuse, which never changes the key", c.Name),
 			Advice: `set key_policy = "rollover" (or "fresh") to change keys`,
 		}
 	}
 	if emergency {
 		if c.KeyPolicy != config.PolicyRollover || st.Next == "" {
 			return Outcome{}, &HintError{
-				Err:  fmt.Errorf("%s: no pre-published next key to switch to", c.Name),
+				Err:    fmt.Errorf("%s: no pre-published next key to switch to", c.Name),
 				Advice: "an emergency switch needs key_policy = \"rollover\"; run daneroll rekey " + c.Name + " for a normal key change",
 			}
 		}
@@ -238,7 +242,7 @@ func (e *Engine) Rekey(ctx context.Context, name string, emergency bool, opts Re
 					at.UTC().Format(time.RFC3339), at.Sub(now).Round(time.Second))
 			}
 			return Outcome{}, &HintError{
-				Err:  fmt.Errorf("%s: refusing an emergency switch to the next key: %s", c.Name, msg),
+				Err:    fmt.Errorf("%s: refusing an emergency switch to the next key: %s", c.Name, msg),
 				Advice: "run daneroll rekey " + c.Name + " (without --emergency) to switch as soon as it is safe",
 			}
 		}
@@ -344,8 +348,14 @@ func (e *Engine) load(c *config.Certificate) (*State, error) {
 }
 
 func (e *Engine) save(c *config.Certificate, st *State) error {
+	if e.opts.Failpoint != nil {
+		e.opts.Failpoint("before")
+	}
 	if err := e.st.WriteJSON(store.JournalPath(c.Name), st); err != nil {
 		return fmt.Errorf("%s: journal: %w", c.Name, err)
+	}
+	if e.opts.Failpoint != nil {
+		e.opts.Failpoint("after")
 	}
 	return nil
 }

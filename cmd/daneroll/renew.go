@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -109,8 +112,31 @@ func (c *cli) engineFor(cfg *config.Config) (*rollover.Engine, error) {
 		Instruct: func(i manual.Instruction) {
 			rep.Progress("", "manual", "please "+i.String())
 		},
-		Version: version(),
+		Version:   version(),
+		Failpoint: failpoint(),
 	})
+}
+
+// failpointEnv names a journal write at which daneroll kills itself, for the
+// crash tests: "before:N" or "after:N" for the N-th write of this run.
+const failpointEnv = "DANEROLL_FAILPOINT"
+
+// failpoint returns the hook for $DANEROLL_FAILPOINT, or nil.
+func failpoint() func(string) {
+	spec := os.Getenv(failpointEnv)
+	when, nth, ok := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(nth)
+	if !ok || err != nil || n < 1 || (when != "before" && when != "after") {
+		return nil
+	}
+	count := map[string]int{}
+	return func(w string) {
+		count[w]++
+		if w == when && count[w] == n {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
 }
 
 // reporter prints progress lines and, on a terminal, a live countdown.
