@@ -1,0 +1,212 @@
+package e2e
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/daneroll/daneroll/store"
+)
+
+func spkiHex(pub crypto.PublicKey) string {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+func sorted(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
+// crashPoints runs scenario with daneroll killed by SIGKILL just before,
+// then just after, every journal write of the run in turn — until a run
+// finishes without reaching the failpoint — and after each kill lets the
+// service restart (so it serves whatever is live), runs daneroll again to
+// recover, and checks the invariants. It returns how many kills it made.
+func crashPoints(t *testing.T, fresh func() *world, w *world, args []string, check func(*testing.T, *world)) int {
+	kills := 0
+	for _, when := range []string{"before", "after"} {
+		for n := 1; ; n++ {
+			if fresh != nil {
+				w = fresh()
+			}
+			fp := fmt.Sprintf("%s:%d", when, n)
+			r := w.daneroll(fp, args...)
+			if !r.killed {
+				if r.code != 0 {
+					t.Fatalf("%s: daneroll %v failed:\n%s", fp, args, r.out)
+				}
+				check(t, w)
+				break
+			}
+			kills++
+			// A service may pick up the live set at any moment (a new
+			// smtpd process, a restart): the worst case is right now.
+			_ = w.svc.Reload()
+			rec := w.daneroll("", "renew")
+			if rec.code != 0 || rec.killed {
+				t.Fatalf("%s: the run after the kill failed (exit %d):\n%s", fp, rec.code, rec.out)
+			}
+			_ = w.svc.Reload()
+			t.Logf("%s: killed, recovered", fp)
+			check(t, w)
+			if t.Failed() {
+				t.Fatalf("invariants broken after the kill at %s; recovery said:\n%s", fp, rec.out)
+			}
+		}
+	}
+	return kills
+}
+
+// invariants checks a world at rest: no transaction pending, the key
+// files, the live set and the served key agree, exactly the wanted records
+// are published everywhere, and at no instant so far was a key served
+// while a resolver might have held an answer without its record.
+func invariants(policy string) func(*testing.T, *world) {
+	return func(t *testing.T, w *world) {
+		t.Helper()
+		s, err := store.OpenReadOnly(w.state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j struct {
+			Txn *struct{ Kind, Step string } `json:"txn"`
+		}
+		if _, err := s.ReadJSON(store.JournalPath("mail"), &j); err != nil {
+			t.Fatal(err)
+		}
+		if j.Txn != nil {
+			t.Errorf("a %s transaction is still pending at %s", j.Txn.Kind, j.Txn.Step)
+		}
+		current, next := w.keyIDs()
+		live, err := s.Live("mail")
+		if err != nil || live == nil {
+			t.Fatalf("no live set: %v", err)
+		}
+		leaf, _ := live.Leaf()
+		liveKey := spkiHex(leaf.PublicKey)
+		if current == "" || current != liveKey {
+			t.Errorf("current key %q, live set key %q: a key was lost or not promoted", current, liveKey)
+		}
+		if served := w.svc.Served(); served != liveKey {
+			t.Errorf("the service serves %s, the live set holds %s", served, liveKey)
+		}
+		want := []string{current}
+		switch policy {
+		case "rollover":
+			if next == "" || next == current {
+				t.Errorf("rollover without a distinct next key (%q)", next)
+			}
+			want = append(want, next)
+		default:
+			if next != "" && policy == "reuse" {
+				t.Errorf("reuse with a next key %s", next)
+			}
+		}
+		if got := w.servedEverywhere(); !slices.Equal(sorted(got), sorted(want)) {
+			t.Errorf("published %v, want exactly %v: a stale or missing record", got, want)
+		}
+		cacheModel(t, w)
+	}
+}
+
+// cacheModel checks, over the whole history so far, that whenever the
+// service served a key, every answer any authoritative server gave for the
+// TLSA name that a resolver could still have cached (given up to its TTL,
+// or its negative TTL, after the server stopped giving it) held a record
+// for that key.
+func cacheModel(t *testing.T, w *world) {
+	t.Helper()
+	now := time.Now()
+	history := w.dns.History(w.owner(), dns.TypeTLSA)
+	timeline := w.svc.Timeline()
+	for i, ch := range timeline {
+		if ch.SPKI == "" {
+			continue
+		}
+		from, to := ch.At, now
+		if i+1 < len(timeline) {
+			to = timeline[i+1].At
+		}
+		for _, h := range history {
+			end := h.To
+			if end.IsZero() {
+				end = now
+			}
+			ttl := h.TTL
+			if h.Negative {
+				ttl = h.NegTTL
+			}
+			cachedUntil := end.Add(time.Duration(ttl) * time.Second)
+			if !(h.From.Before(to) && from.Before(cachedUntil)) {
+				continue // no cache can hold this answer while the key was served
+			}
+			has := false
+			for _, rr := range h.RRs {
+				if t, ok := rr.(*dns.TLSA); ok && t.Selector == 1 && strings.EqualFold(t.Certificate, ch.SPKI) {
+					has = true
+				}
+			}
+			if !has {
+				t.Errorf("key %s… served from %s to %s, but server %d answered %s from %s to %s (cacheable until %s)",
+					ch.SPKI[:12], since(w, from), since(w, to), h.Server, describe(h.Negative, len(h.RRs)),
+					since(w, h.From), since(w, end), since(w, cachedUntil))
+			}
+		}
+	}
+}
+
+func since(w *world, t time.Time) string { return fmt.Sprintf("+%.3fs", t.Sub(w.start).Seconds()) }
+
+func describe(negative bool, n int) string {
+	if negative {
+		return "no such record"
+	}
+	return fmt.Sprintf("an RRset of %d record(s)", n)
+}
+
+// TestCrashAtEveryStep kills daneroll at every journal write of every kind
+// of transaction, for every key policy, and checks after each recovery that
+// no served key ever lacked a record a resolver could see, no key was lost
+// and no stale record remains.
+func TestCrashAtEveryStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts daneroll a few hundred times")
+	}
+	total := 0
+	for _, policy := range []string{"reuse", "rollover", "fresh"} {
+		t.Run(policy+"/issue", func(t *testing.T) {
+			n := crashPoints(t, func() *world { return newWorld(t, policy, 1) }, nil, []string{"renew"}, invariants(policy))
+			total += n
+			t.Logf("%s issue: %d crash points", policy, n)
+		})
+		t.Run(policy+"/change", func(t *testing.T) {
+			w := newWorld(t, policy, 1)
+			w.mustRun("renew")
+			args := []string{"renew", "--force"}
+			if policy == "rollover" {
+				// Wait until the next key is safe, as it would be after
+				// days in service, then switch to it.
+				time.Sleep(2100 * time.Millisecond)
+				args = []string{"rekey", "mail"}
+			}
+			n := crashPoints(t, nil, w, args, invariants(policy))
+			total += n
+			t.Logf("%s %v: %d crash points", policy, args, n)
+		})
+	}
+	t.Logf("crash points tried: %d", total)
+}
