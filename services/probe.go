@@ -3,103 +3,141 @@ package services
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
-	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
-// defaultPorts maps schemes to ports.
-var defaultPorts = map[string]string{
-	"smtp": "25", "submission": "587", "smtps": "465",
-	"imap": "143", "imaps": "993", "pop3": "110", "pop3s": "995",
-	"tls": "443", "https": "443",
-}
+const (
+	// DefaultProbeTimeout bounds a probe, dial to handshake, when
+	// ProbeOptions.Timeout is zero.
+	DefaultProbeTimeout = 30 * time.Second
+	// DefaultEHLOName is the name a probe gives in SMTP EHLO when
+	// ProbeOptions.EHLOName is empty. A probe is not a mail server and has
+	// no name of its own to claim; a name under the reserved .invalid
+	// (RFC 6761) is syntactically a domain, which servers require, and
+	// can never be mistaken for a real host in their logs.
+	DefaultEHLOName = "daneroll.invalid"
+)
 
-// Endpoint is a service to probe.
-type Endpoint struct {
-	Scheme string
-	Host   string // the name: SNI and the identity the chain is checked for
-	Port   string
-	// Connect, when set, is the address dialled instead of resolving Host.
-	Connect string
-}
+// Limits against hostile or broken servers, before TLS.
+const (
+	// maxLine is the longest protocol line accepted; RFC 5321 allows 512
+	// octets for a reply line, IMAP capability lines run to a few hundred.
+	maxLine = 4096
+	// maxLines bounds a multi-line reply and the untagged lines before a
+	// tagged IMAP answer.
+	maxLines = 100
+	// maxPlaintext bounds everything read before the TLS handshake.
+	maxPlaintext = 64 << 10
+	// byeWait is how long a probe waits for the answer to its QUIT or
+	// LOGOUT: politeness must not make a probe slow.
+	byeWait = time.Second
+)
 
-func (e Endpoint) String() string {
-	return e.Scheme + "://" + net.JoinHostPort(e.Host, e.Port)
-}
-
-// ParseEndpoint reads "smtp://mail.example.org:25",
-// "imaps://mail.example.org", "tls://host:443?connect=127.0.0.1".
-func ParseEndpoint(raw string) (Endpoint, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return Endpoint{}, fmt.Errorf("probe %q: %w", raw, err)
-	}
-	def, ok := defaultPorts[u.Scheme]
-	if !ok {
-		return Endpoint{}, fmt.Errorf("probe %q: unknown scheme %q", raw, u.Scheme)
-	}
-	e := Endpoint{Scheme: u.Scheme, Host: u.Hostname(), Port: u.Port(), Connect: u.Query().Get("connect")}
-	if e.Host == "" {
-		return Endpoint{}, fmt.Errorf("probe %q: no host", raw)
-	}
-	if e.Port == "" {
-		e.Port = def
-	}
-	if n, err := strconv.Atoi(e.Port); err != nil || n < 1 || n > 65535 {
-		return Endpoint{}, fmt.Errorf("probe %q: bad port %q", raw, e.Port)
-	}
-	e.Connect = strings.Trim(e.Connect, "[]")
-	if e.Connect != "" && net.ParseIP(e.Connect) == nil {
-		return Endpoint{}, fmt.Errorf("probe %q: connect=%q is not an IP address", raw, e.Connect)
-	}
-	return e, nil
-}
-
-// ProbeOptions configure a probe.
+// ProbeOptions configure Probe and ProbeUntil. The zero value is ready to
+// use.
 type ProbeOptions struct {
-	// DialContext replaces the dialer (tests).
+	// DialContext opens the TCP connection; default a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Timeout bounds one probe, dial to handshake; default 15s.
+	// Timeout bounds one whole probe, from dial to handshake;
+	// DefaultProbeTimeout when zero.
 	Timeout time.Duration
-	// EHLOName is the name daneroll gives in SMTP EHLO.
+	// EHLOName is the name sent in SMTP EHLO; DefaultEHLOName when empty.
 	EHLOName string
 }
 
-// ProbeResult is what a server served.
+// ProbeResult is what a server presented.
 type ProbeResult struct {
-	Endpoint    Endpoint
-	Addr        string // the address connected to
-	Chain       []*x509.Certificate
+	Endpoint Endpoint
+	// Addr is the address the probe connected to ("192.0.2.25:25").
+	Addr string
+	// Chain is the certificate chain the server sent, leaf first,
+	// unverified.
+	Chain []*x509.Certificate
+	// Version and CipherSuite are the negotiated TLS parameters
+	// (tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256…).
 	Version     uint16
 	CipherSuite uint16
 }
 
-// ProbeError is a probe that failed; it names the endpoint.
-type ProbeError struct {
-	Endpoint Endpoint
-	Err      error
+// LeafSPKI returns the hex SHA-256 digest of the leaf's
+// SubjectPublicKeyInfo, the data of a "3 1 1" TLSA record for it.
+func (r *ProbeResult) LeafSPKI() string {
+	if r == nil || len(r.Chain) == 0 {
+		return ""
+	}
+	sum := sha256.Sum256(r.Chain[0].RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
 }
 
-func (e *ProbeError) Error() string { return e.Endpoint.String() + ": " + e.Err.Error() }
+// describe says what a probe saw, for error messages.
+func (r *ProbeResult) describe() string {
+	leaf := r.Chain[0]
+	name := leaf.Subject.CommonName
+	if name == "" && len(leaf.DNSNames) > 0 {
+		name = leaf.DNSNames[0]
+	}
+	return fmt.Sprintf("%s served a leaf for %q with SPKI SHA-256 %s, not after %s",
+		r.Addr, clean(name, 100), r.LeafSPKI(), leaf.NotAfter.UTC().Format(time.RFC3339))
+}
+
+// ProbeError is the error of Probe and ProbeUntil. Its message is one line:
+// the endpoint, then what went wrong, with the server's reply where it
+// explains it ("smtp://mail.example.org:25: STARTTLS refused: 454 4.7.0 TLS
+// not available").
+type ProbeError struct {
+	Endpoint Endpoint
+	// Reason says what went wrong, without the endpoint.
+	Reason string
+	// Err is the underlying error, if any: a network error,
+	// context.DeadlineExceeded or context.Canceled, or for ProbeUntil the
+	// last probe's error.
+	Err error
+}
+
+func (e *ProbeError) Error() string { return e.Endpoint.String() + ": " + e.Reason }
+
 func (e *ProbeError) Unwrap() error { return e.Err }
 
-// maxLine bounds a protocol line from the server.
-const maxLine = 4096
+// stepError is a failure inside a probe, before the endpoint is added.
+type stepError struct {
+	reason string
+	err    error
+}
 
-// Probe connects to e, negotiates TLS as its scheme says, and returns the
-// chain the server sent.
+func (e *stepError) Error() string { return e.reason }
+
+func (e *stepError) Unwrap() error { return e.err }
+
+func failf(format string, args ...any) error {
+	return &stepError{reason: fmt.Sprintf(format, args...)}
+}
+
+// Probe connects to e, does the protocol's STARTTLS dialogue where the
+// scheme says so, and completes a TLS handshake with SNI = e.Host (unless it
+// is an IP address) and without PKIX verification: the caller verifies the
+// chain against TLSA records. It returns the chain the server sent, leaf
+// first. Errors are *ProbeError.
 func Probe(ctx context.Context, e Endpoint, opts ProbeOptions) (*ProbeResult, error) {
+	_, proto, ok := lookupScheme(e.Scheme)
+	if !ok {
+		return nil, &ProbeError{Endpoint: e, Reason: fmt.Sprintf("unknown scheme %q (want one of %s)", e.Scheme, schemeList)}
+	}
+	if e.Host == "" || e.Port == "" {
+		return nil, &ProbeError{Endpoint: e, Reason: "endpoint has no host or port"}
+	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
-		timeout = 15 * time.Second
+		timeout = DefaultProbeTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -107,44 +145,49 @@ func Probe(ctx context.Context, e Endpoint, opts ProbeOptions) (*ProbeResult, er
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	host := e.Host
-	if e.Connect != "" {
-		host = e.Connect
-	}
-	addr := net.JoinHostPort(host, e.Port)
+	addr := e.DialAddr()
 	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &ProbeError{e, unwrapOp(err)}
+		return nil, &ProbeError{Endpoint: e, Reason: dialReason(ctx, addr, err), Err: errors.Join(err, ctx.Err())}
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	// Close the connection when ctx ends, so blocked reads return.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	// A deadline in the past unblocks any read or write at once when ctx is
+	// canceled; the error then says "canceled" (see ioFailure).
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	r := bufio.NewReaderSize(conn, maxLine)
+	s := &session{ctx: ctx, conn: conn}
+	s.r = bufio.NewReaderSize(&budgetReader{r: conn, left: maxPlaintext}, maxLine)
 	ehlo := opts.EHLOName
 	if ehlo == "" {
-		ehlo = "daneroll.invalid"
+		ehlo = DefaultEHLOName
 	}
-	switch e.Scheme {
-	case "smtp", "submission":
-		err = smtpStartTLS(conn, r, ehlo)
-	case "imap":
-		err = imapStartTLS(conn, r)
-	case "pop3":
-		err = pop3StartTLS(conn, r)
+	switch proto {
+	case smtpSTARTTLS:
+		err = s.smtp(ehlo)
+	case imapSTARTTLS:
+		err = s.imap()
+	case pop3STLS:
+		err = s.pop3()
+	}
+	if err == nil && s.r.Buffered() > 0 {
+		// Whatever the server sent after its go-ahead and before the
+		// handshake is either garbage or an injection attempt
+		// (CVE-2011-0411 is the server-side twin).
+		err = failf("server sent data after its STARTTLS go-ahead, before the TLS handshake")
 	}
 	if err != nil {
-		return nil, &ProbeError{e, timeoutWords(ctx, err)}
+		return nil, s.probeError(e, err)
 	}
-	if r.Buffered() > 0 {
-		return nil, &ProbeError{e, errors.New("server sent data before the TLS handshake (STARTTLS injection?)")}
-	}
+
 	cfg := &tls.Config{
-		// The chain is checked against TLSA records, not the Web PKI.
+		// DANE, not the Web PKI, decides whether the chain is right: the
+		// caller matches it against TLSA records. Probes must also see
+		// self-signed ("3 1 1" only) and expired certificates to report
+		// on them.
 		InsecureSkipVerify: true,
 		MinVersion:         tls.VersionTLS12,
 	}
@@ -153,227 +196,400 @@ func Probe(ctx context.Context, e Endpoint, opts ProbeOptions) (*ProbeResult, er
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, &ProbeError{e, fmt.Errorf("TLS handshake: %w", timeoutWords(ctx, err))}
+		return nil, s.probeError(e, s.ioFailure(err, "during the TLS handshake"))
 	}
 	cs := tc.ConnectionState()
-	res := &ProbeResult{Endpoint: e, Addr: addr, Chain: cs.PeerCertificates, Version: cs.Version, CipherSuite: cs.CipherSuite}
-	switch e.Scheme {
-	case "smtp", "submission", "smtps":
-		_, _ = io.WriteString(tc, "QUIT\r\n")
-	case "imap", "imaps":
-		_, _ = io.WriteString(tc, "a9 LOGOUT\r\n")
-	case "pop3", "pop3s":
-		_, _ = io.WriteString(tc, "QUIT\r\n")
+	if len(cs.PeerCertificates) == 0 {
+		return nil, &ProbeError{Endpoint: e, Reason: "server sent no certificate"}
 	}
+	res := &ProbeResult{Endpoint: e, Addr: addr, Chain: cs.PeerCertificates, Version: cs.Version, CipherSuite: cs.CipherSuite}
+	if ra := conn.RemoteAddr(); ra != nil {
+		res.Addr = ra.String()
+	}
+	s.goodbye(tc, proto)
 	_ = tc.Close()
 	return res, nil
 }
 
-// ProbeUntil probes until accept returns true or wait has passed, with a
-// short backoff: reloads are asynchronous, and a server may serve the old
-// chain for a moment after its reload command returned.
-func ProbeUntil(ctx context.Context, e Endpoint, opts ProbeOptions, wait time.Duration, accept func(*ProbeResult) bool) (*ProbeResult, error) {
-	deadline := time.Now().Add(wait)
-	delay := 100 * time.Millisecond
-	var (
-		last    *ProbeResult
-		lastErr error
-	)
-	for {
-		res, err := Probe(ctx, e, opts)
-		switch {
-		case err == nil && accept(res):
-			return res, nil
-		case err == nil:
-			last, lastErr = res, fmt.Errorf("%s: the served chain was not accepted", e)
-		default:
-			lastErr = err
-		}
-		if time.Now().Add(delay).After(deadline) {
-			return last, fmt.Errorf("after %s: %w", wait, lastErr)
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return last, ctx.Err()
-		case <-t.C:
-		}
-		delay = min(delay*2, 2*time.Second)
+// dialReason says why a connection could not be made, in one line.
+func dialReason(ctx context.Context, addr string, err error) string {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		return "canceled while connecting to " + addr
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connect " + addr + ": connection refused"
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, dnsErr.Err)
+	case isTimeout(err) || ctx.Err() != nil:
+		return "timeout connecting to " + addr
 	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		err = opErr.Err
+	}
+	return fmt.Sprintf("connect %s: %v", addr, err)
 }
 
-// readLine reads one CRLF-terminated line, refusing over-long ones.
-func readLine(r *bufio.Reader) (string, error) {
-	line, isPrefix, err := r.ReadLine()
-	if err != nil {
-		return "", err
-	}
-	if isPrefix {
-		return "", errors.New("line from the server too long")
-	}
-	return string(line), nil
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// smtpReply reads a (possibly multi-line) SMTP reply: its code and lines.
-func smtpReply(r *bufio.Reader) (int, []string, error) {
-	var lines []string
-	for len(lines) < 100 {
-		l, err := readLine(r)
-		if err != nil {
-			return 0, lines, err
-		}
-		if len(l) < 3 {
-			return 0, lines, fmt.Errorf("malformed reply %q", l)
-		}
-		code, err := strconv.Atoi(l[:3])
-		if err != nil {
-			return 0, lines, fmt.Errorf("malformed reply %q", l)
-		}
-		lines = append(lines, l)
-		if len(l) == 3 || l[3] == ' ' {
-			return code, lines, nil
-		}
-		if l[3] != '-' {
-			return 0, lines, fmt.Errorf("malformed reply %q", l)
-		}
-	}
-	return 0, lines, errors.New("reply too long")
+// errTooMuch is budgetReader's error.
+var errTooMuch = errors.New("too much data")
+
+// budgetReader fails once more than left bytes have been read: a server
+// that talks forever before TLS ends the probe instead of using it up.
+type budgetReader struct {
+	r    io.Reader
+	left int
 }
 
-func smtpStartTLS(w io.Writer, r *bufio.Reader, ehlo string) error {
-	code, lines, err := smtpReply(r)
-	if err != nil {
-		return fmt.Errorf("waiting for the greeting: %w", err)
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errTooMuch
 	}
-	if code != 220 {
-		return fmt.Errorf("greeting: %s", strings.Join(lines, " "))
+	if len(p) > b.left {
+		p = p[:b.left]
 	}
-	if _, err := fmt.Fprintf(w, "EHLO %s\r\n", ehlo); err != nil {
-		return err
+	n, err := b.r.Read(p)
+	b.left -= n
+	return n, err
+}
+
+// session is the plaintext part of a probe.
+type session struct {
+	ctx  context.Context
+	conn net.Conn
+	r    *bufio.Reader // reads conn, within maxLine and maxPlaintext
+}
+
+func (s *session) probeError(e Endpoint, err error) *ProbeError {
+	var se *stepError
+	if errors.As(err, &se) {
+		return &ProbeError{Endpoint: e, Reason: se.reason, Err: se.err}
 	}
-	code, lines, err = smtpReply(r)
-	if err != nil {
-		return fmt.Errorf("waiting for the EHLO reply: %w", err)
-	}
-	if code != 250 {
-		return fmt.Errorf("EHLO refused: %s", strings.Join(lines, " "))
-	}
-	offered := false
-	for _, l := range lines {
-		if len(l) > 4 && strings.EqualFold(strings.TrimSpace(l[4:]), "STARTTLS") {
-			offered = true
+	return &ProbeError{Endpoint: e, Reason: err.Error(), Err: err}
+}
+
+// ioFailure turns a read, write or handshake error into a step error whose
+// reason says what the probe was doing: "timeout waiting for the greeting".
+func (s *session) ioFailure(err error, doing string) error {
+	if ctxErr := s.ctx.Err(); ctxErr != nil {
+		if errors.Is(ctxErr, context.Canceled) {
+			return &stepError{"canceled " + doing, ctxErr}
 		}
+		return &stepError{"timeout " + doing, errors.Join(ctxErr, err)}
 	}
-	if !offered {
-		return errors.New("server does not offer STARTTLS")
+	switch {
+	case isTimeout(err):
+		return &stepError{"timeout " + doing, errors.Join(context.DeadlineExceeded, err)}
+	case errors.Is(err, errTooMuch):
+		return &stepError{fmt.Sprintf("server sent more than %d KiB before TLS, %s", maxPlaintext>>10, doing), err}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return &stepError{"connection closed by the server " + doing, err}
+	case errors.Is(err, syscall.ECONNRESET):
+		return &stepError{"connection reset by the server " + doing, err}
 	}
-	if _, err := io.WriteString(w, "STARTTLS\r\n"); err != nil {
-		return err
+	// "TLS handshake: remote error: …", "waiting for the greeting: read: …"
+	return &stepError{strings.TrimPrefix(doing, "during the ") + ": " + err.Error(), err}
+}
+
+// readLine reads one line without its CR LF.
+func (s *session) readLine(waitingFor string) (string, error) {
+	line, err := s.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return "", failf("line longer than %d bytes from the server, waiting for %s", maxLine, waitingFor)
 	}
-	code, lines, err = smtpReply(r)
 	if err != nil {
-		return fmt.Errorf("waiting for the STARTTLS reply: %w", err)
+		return "", s.ioFailure(err, "waiting for "+waitingFor)
 	}
-	if code != 220 {
-		return fmt.Errorf("STARTTLS refused: %s", strings.Join(lines, " "))
+	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
+func (s *session) send(line, what string) error {
+	if _, err := io.WriteString(s.conn, line+"\r\n"); err != nil {
+		return s.ioFailure(err, "sending "+what)
 	}
 	return nil
 }
 
-func imapStartTLS(w io.Writer, r *bufio.Reader) error {
-	greeting, err := readLine(r)
-	if err != nil {
-		return fmt.Errorf("waiting for the greeting: %w", err)
+// quote shows a line from the server in an error message: quoted, control
+// characters escaped, cut short.
+func quote(line string) string {
+	if len(line) > 120 {
+		line = line[:120] + "…"
 	}
-	if !strings.HasPrefix(greeting, "* OK") {
-		return fmt.Errorf("greeting: %q", greeting)
+	return fmt.Sprintf("%q", line)
+}
+
+// goodbye ends the protocol session politely over TLS, so that servers log
+// a clean QUIT/LOGOUT rather than a lost connection. Errors are ignored:
+// the probe already has what it came for.
+func (s *session) goodbye(tc *tls.Conn, proto protocol) {
+	if s.ctx.Err() != nil {
+		return
 	}
-	caps := greeting
-	if !strings.Contains(strings.ToUpper(greeting), "[CAPABILITY ") {
-		if _, err := io.WriteString(w, "a0 CAPABILITY\r\n"); err != nil {
-			return err
-		}
-		caps = ""
-		for {
-			l, err := readLine(r)
-			if err != nil {
-				return fmt.Errorf("waiting for CAPABILITY: %w", err)
-			}
-			if strings.HasPrefix(l, "a0 ") {
-				if !strings.HasPrefix(l, "a0 OK") {
-					return fmt.Errorf("CAPABILITY: %q", l)
-				}
-				break
-			}
-			caps += " " + l
-		}
+	var cmd string
+	var done func(string) bool
+	switch proto {
+	case smtpSTARTTLS:
+		cmd, done = "QUIT", isFinalSMTPLine
+	case imapSTARTTLS:
+		cmd, done = "a2 LOGOUT", func(l string) bool { return strings.HasPrefix(l, "a2 ") }
+	case pop3STLS:
+		cmd, done = "QUIT", func(string) bool { return true }
+	default:
+		return
 	}
-	if !containsWord(strings.ToUpper(caps), "STARTTLS") {
-		return errors.New("server does not offer STARTTLS")
+	bye(s.ctx, tc, bufio.NewReaderSize(tc, 512), cmd, done)
+}
+
+// bye sends cmd and reads lines until done says the answer is complete,
+// for at most byeWait.
+func bye(ctx context.Context, c net.Conn, r *bufio.Reader, cmd string, done func(string) bool) {
+	dl := time.Now().Add(byeWait)
+	if cdl, ok := ctx.Deadline(); ok && cdl.Before(dl) {
+		dl = cdl
 	}
-	if _, err := io.WriteString(w, "a1 STARTTLS\r\n"); err != nil {
-		return err
+	_ = c.SetDeadline(dl)
+	if _, err := io.WriteString(c, cmd+"\r\n"); err != nil {
+		return
 	}
-	for {
-		l, err := readLine(r)
-		if err != nil {
-			return fmt.Errorf("waiting for the STARTTLS reply: %w", err)
-		}
-		if strings.HasPrefix(l, "a1 ") {
-			if !strings.HasPrefix(l, "a1 OK") {
-				return fmt.Errorf("STARTTLS refused: %q", l)
-			}
-			return nil
+	for range maxLines {
+		line, err := r.ReadSlice('\n')
+		if err != nil || done(strings.TrimRight(string(line), "\r\n")) {
+			return
 		}
 	}
 }
 
-func containsWord(s, word string) bool {
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '[' || r == ']' }) {
-		if f == word {
+func isFinalSMTPLine(l string) bool { return len(l) < 4 || l[3] != '-' }
+
+// smtpReply is a complete SMTP reply: its code and the text of its lines.
+type smtpReply struct {
+	code  int
+	lines []string
+}
+
+// String shows the reply on one line, as the server put it: "454 4.7.0 TLS
+// not available".
+func (r smtpReply) String() string {
+	return clean(fmt.Sprintf("%d %s", r.code, strings.Join(r.lines, " / ")), 300)
+}
+
+func (s *session) readSMTPReply(waitingFor string) (smtpReply, error) {
+	var rep smtpReply
+	for range maxLines {
+		line, err := s.readLine(waitingFor)
+		if err != nil {
+			return rep, err
+		}
+		if len(line) < 3 || (len(line) > 3 && line[3] != ' ' && line[3] != '-') {
+			return rep, failf("malformed SMTP reply %s, waiting for %s", quote(line), waitingFor)
+		}
+		code := 0
+		for _, c := range line[:3] {
+			if c < '0' || c > '9' {
+				return rep, failf("malformed SMTP reply %s, waiting for %s", quote(line), waitingFor)
+			}
+			code = code*10 + int(c-'0')
+		}
+		if code < 200 || code > 599 || (rep.code != 0 && code != rep.code) {
+			return rep, failf("malformed SMTP reply %s, waiting for %s", quote(line), waitingFor)
+		}
+		rep.code = code
+		text := ""
+		if len(line) > 4 {
+			text = line[4:]
+		}
+		rep.lines = append(rep.lines, text)
+		if isFinalSMTPLine(line) {
+			return rep, nil
+		}
+	}
+	return rep, failf("SMTP reply longer than %d lines, waiting for %s", maxLines, waitingFor)
+}
+
+// smtp: greeting, EHLO, STARTTLS (RFC 3207).
+func (s *session) smtp(ehloName string) error {
+	greet, err := s.readSMTPReply("the greeting")
+	if err != nil {
+		return err
+	}
+	if greet.code != 220 {
+		return failf("greeting refused: %s", greet)
+	}
+	if err := s.send("EHLO "+ehloName, "EHLO"); err != nil {
+		return err
+	}
+	ehlo, err := s.readSMTPReply("the reply to EHLO")
+	if err != nil {
+		return err
+	}
+	if ehlo.code != 250 {
+		return failf("EHLO refused: %s", ehlo)
+	}
+	offered := false
+	for _, ext := range ehlo.lines[1:] {
+		if f := strings.Fields(ext); len(f) > 0 && strings.EqualFold(f[0], "STARTTLS") {
+			offered = true
+		}
+	}
+	if !offered {
+		bye(s.ctx, s.conn, s.r, "QUIT", isFinalSMTPLine)
+		return failf("server does not offer STARTTLS")
+	}
+	if err := s.send("STARTTLS", "STARTTLS"); err != nil {
+		return err
+	}
+	rep, err := s.readSMTPReply("the reply to STARTTLS")
+	if err != nil {
+		return err
+	}
+	if rep.code != 220 {
+		return failf("STARTTLS refused: %s", rep)
+	}
+	return nil
+}
+
+// imapResponse reads lines up to the tagged response for tag (RFC 9051
+// §7.1), returning its status (OK, NO, BAD) and text, and the untagged lines
+// before it.
+func (s *session) imapResponse(tag, waitingFor string) (status, text string, untagged []string, err error) {
+	for range maxLines {
+		line, err := s.readLine(waitingFor)
+		if err != nil {
+			return "", "", untagged, err
+		}
+		if rest, ok := strings.CutPrefix(line, tag+" "); ok {
+			status, text, _ = strings.Cut(rest, " ")
+			return strings.ToUpper(status), text, untagged, nil
+		}
+		if strings.HasPrefix(line, "* ") {
+			untagged = append(untagged, line)
+		}
+	}
+	return "", "", untagged, failf("more than %d lines from the server, waiting for %s", maxLines, waitingFor)
+}
+
+// imap: greeting, capabilities, STARTTLS (RFC 9051 §6.2.1, RFC 2595).
+func (s *session) imap() error {
+	greet, err := s.readLine("the greeting")
+	if err != nil {
+		return err
+	}
+	kind, rest, _ := strings.Cut(strings.TrimPrefix(greet, "* "), " ")
+	switch {
+	case !strings.HasPrefix(greet, "* "):
+		return failf("malformed IMAP greeting %s", quote(greet))
+	case strings.EqualFold(kind, "BYE"):
+		return failf("greeting refused: %s", clean(greet, 300))
+	case strings.EqualFold(kind, "PREAUTH"):
+		return failf("server greeted with PREAUTH, after which STARTTLS is not possible")
+	case !strings.EqualFold(kind, "OK"):
+		return failf("malformed IMAP greeting %s", quote(greet))
+	}
+	var caps []string
+	if code, ok := strings.CutPrefix(strings.ToUpper(rest), "[CAPABILITY "); ok {
+		code, _, _ = strings.Cut(code, "]")
+		caps = strings.Fields(code)
+	} else {
+		if err := s.send("a0 CAPABILITY", "CAPABILITY"); err != nil {
+			return err
+		}
+		status, text, untagged, err := s.imapResponse("a0", "the reply to CAPABILITY")
+		if err != nil {
+			return err
+		}
+		if status != "OK" {
+			return failf("CAPABILITY refused: %s %s", status, clean(text, 200))
+		}
+		for _, l := range untagged {
+			if c, ok := strings.CutPrefix(strings.ToUpper(l), "* CAPABILITY "); ok {
+				caps = append(caps, strings.Fields(c)...)
+			}
+		}
+	}
+	if !contains(caps, "STARTTLS") {
+		bye(s.ctx, s.conn, s.r, "a2 LOGOUT", func(l string) bool { return strings.HasPrefix(l, "a2 ") })
+		return failf("server does not offer STARTTLS")
+	}
+	if err := s.send("a1 STARTTLS", "STARTTLS"); err != nil {
+		return err
+	}
+	status, text, _, err := s.imapResponse("a1", "the reply to STARTTLS")
+	if err != nil {
+		return err
+	}
+	if status != "OK" {
+		return failf("STARTTLS refused: %s %s", status, clean(text, 200))
+	}
+	return nil
+}
+
+func contains(list []string, word string) bool {
+	for _, w := range list {
+		if strings.EqualFold(w, word) {
 			return true
 		}
 	}
 	return false
 }
 
-func pop3StartTLS(w io.Writer, r *bufio.Reader) error {
-	greeting, err := readLine(r)
+// pop3: greeting, CAPA, STLS (RFC 2595 §4, RFC 2449).
+func (s *session) pop3() error {
+	greet, err := s.readLine("the greeting")
 	if err != nil {
-		return fmt.Errorf("waiting for the greeting: %w", err)
-	}
-	if !strings.HasPrefix(greeting, "+OK") {
-		return fmt.Errorf("greeting: %q", greeting)
-	}
-	if _, err := io.WriteString(w, "STLS\r\n"); err != nil {
 		return err
 	}
-	l, err := readLine(r)
-	if err != nil {
-		return fmt.Errorf("waiting for the STLS reply: %w", err)
+	if !strings.HasPrefix(greet, "+OK") {
+		if strings.HasPrefix(greet, "-ERR") {
+			return failf("greeting refused: %s", clean(greet, 300))
+		}
+		return failf("malformed POP3 greeting %s", quote(greet))
 	}
-	if !strings.HasPrefix(l, "+OK") {
-		return fmt.Errorf("STLS refused: %q", l)
+	// CAPA tells a missing STLS apart from a refused one; servers without
+	// CAPA (-ERR) still get their chance at STLS.
+	if err := s.send("CAPA", "CAPA"); err != nil {
+		return err
+	}
+	line, err := s.readLine("the reply to CAPA")
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(line, "+OK") {
+		var caps []string
+		for i := 0; ; i++ {
+			if i == maxLines {
+				return failf("CAPA reply longer than %d lines", maxLines)
+			}
+			l, err := s.readLine("the rest of the CAPA reply")
+			if err != nil {
+				return err
+			}
+			if l == "." {
+				break
+			}
+			if f := strings.Fields(l); len(f) > 0 {
+				caps = append(caps, f[0])
+			}
+		}
+		if !contains(caps, "STLS") {
+			bye(s.ctx, s.conn, s.r, "QUIT", func(string) bool { return true })
+			return failf("server does not offer STARTTLS (no STLS capability)")
+		}
+	}
+	if err := s.send("STLS", "STLS"); err != nil {
+		return err
+	}
+	line, err = s.readLine("the reply to STLS")
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return failf("STLS refused: %s", clean(line, 300))
 	}
 	return nil
-}
-
-// timeoutWords turns the errors of a deadline into "timeout".
-func timeoutWords(ctx context.Context, err error) error {
-	var ne net.Error
-	if ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("timeout: %w", err)
-	}
-	return err
-}
-
-// unwrapOp shortens "dial tcp 127.0.0.1:25: connect: connection refused"
-// to its cause.
-func unwrapOp(err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Err != nil {
-		return fmt.Errorf("%s: %w", oe.Addr, oe.Err)
-	}
-	return err
 }
