@@ -68,9 +68,13 @@ func PickRenewal(w Window, prev time.Time, rnd func(n int64) int64) time.Time {
 // FallbackRenewal is the renewal time without ARI: renewBefore before the
 // certificate expires, or, when renewBefore is zero, once a third of its
 // lifetime is left (what certbot and lego do).
+//
+// A renewBefore as long as the lifetime or longer would renew on every run;
+// a third of the lifetime is used instead.
 func FallbackRenewal(leaf *x509.Certificate, renewBefore time.Duration) time.Time {
-	if renewBefore <= 0 {
-		renewBefore = leaf.NotAfter.Sub(leaf.NotBefore) / 3
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	if renewBefore <= 0 || renewBefore >= life {
+		renewBefore = life / 3
 	}
 	return leaf.NotAfter.Add(-renewBefore)
 }

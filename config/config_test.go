@@ -137,7 +137,10 @@ func TestBadConfigs(t *testing.T) {
 		{"http directory", "[acme]\ndirectory = \"http://ca.example/dir\"\n", `is neither a known alias nor an https URL`, 2},
 		{"missing ca root", "[acme]\nca_roots = [\"" + dir + "/none.pem\"]\n", `ca_roots: cannot read`, 2},
 		{"ca root without certs", "[acme]\nca_roots = [\"" + dir + "/tsig.secret\"]\n", `holds no PEM certificate`, 2},
-		{"hold factor", "[dns]\nhold_factor = 0.5\n", `hold_factor: 0.5 is less than 1`, 2},
+		{"hold factor", "[dns]\nhold_factor = 1.5\n", `hold_factor: 1.5 is outside 2 to 100`, 2},
+		{"hold factor nan", "[dns]\nhold_factor = nan\n", `hold_factor: NaN is outside 2 to 100`, 2},
+		{"listen port", cert + "http01_listen = \"0.0.0.0:99999\"\n", `is not [host]:port`, 4},
+		{"email with a slash", "[acme]\nemail = \"../../x@y\"\n", `is not an e-mail address`, 2},
 		{"tlsa ttl", cert + "tlsa_ttl = -5\n", `tlsa_ttl -5 is out of range`, 4},
 		{"tlsa ttl for cloudflare", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/cloudflare.token\"\n" +
 			cert + "publisher = \"cf\"\ntlsa = [\"_25._tcp.a.example.org\"]\ntlsa_ttl = 5\n", `tlsa_ttl 5 is outside what Cloudflare accepts`, 9},
@@ -199,6 +202,15 @@ func hintOf(err error) string {
 		return ce.Hint()
 	}
 	return ""
+}
+
+func TestUnknownKeyReportedOncePerTable(t *testing.T) {
+	src := "[[certificate]]\ndomains = [\"a.example.org\"]\ntypo = 1\n[[certificate]]\nname = \"b\"\ndomains = [\"b.example.org\"]\ntypo = 2\n"
+	_, err := Parse("x.toml", src)
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 || es[0].Line != 3 || es[1].Line != 7 {
+		t.Fatalf("err = %v, want one error at line 3 and one at line 7", err)
+	}
 }
 
 func TestMissingFile(t *testing.T) {

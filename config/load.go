@@ -97,8 +97,13 @@ func parse(name, abs, src string) (*Config, error) {
 		return nil, decodeError(name, cfg.pos, err)
 	}
 	var errs Errors
+	reported := map[string]bool{}
 	for _, key := range md.Undecoded() {
 		k := key.String()
+		if reported[k] {
+			continue // the same key in several [[certificate]] tables
+		}
+		reported[k] = true
 		lines := cfg.pos.genericLines(k)
 		if len(lines) == 0 {
 			lines = []int{0}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/x509"
+	"math"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -82,7 +83,7 @@ func (v *validator) acme() {
 				"acme.directory: %q is neither a known alias nor an https URL", a.Directory)
 		}
 	}
-	if a.Email != "" && !strings.Contains(a.Email, "@") {
+	if a.Email != "" && (!strings.Contains(a.Email, "@") || strings.ContainsAny(a.Email, "/\\ \t") || strings.HasPrefix(a.Email, ".")) {
 		v.fail("acme.email", "", "acme.email: %q is not an e-mail address", a.Email)
 	}
 	for i, root := range a.CARoots {
@@ -146,8 +147,9 @@ func (v *validator) dns() {
 	if d.HoldFactor == 0 {
 		d.HoldFactor = DefaultHoldX
 	}
-	if d.HoldFactor < 1 {
-		v.fail("dns.hold_factor", "RFC 7671 §8.4 asks for at least 2", "dns.hold_factor: %v is less than 1", d.HoldFactor)
+	if math.IsNaN(d.HoldFactor) || d.HoldFactor < 2 || d.HoldFactor > 100 {
+		v.fail("dns.hold_factor", "a resolver may hold an answer for its whole TTL after fetching it just before the change: wait at least twice the TTL",
+			"dns.hold_factor: %v is outside 2 to 100", d.HoldFactor)
 	}
 	if d.ConfirmTimeout.Duration == 0 {
 		d.ConfirmTimeout.Duration = time.Hour
@@ -483,7 +485,7 @@ func (v *validator) certificate(cert *Certificate) {
 		v.fail(p("tlsa_ttl"), "", "%s: tlsa_ttl %d is out of range (1 to 604800 seconds)", label, cert.TLSATTL)
 	} else if pub := c.DNS.Publishers[cert.Publisher]; pub != nil && pub.Type == PublisherCloudflare && len(cert.TLSA) > 0 &&
 		(cert.TLSATTL < 30 || cert.TLSATTL > 86400) {
-		v.fail(p("tlsa_ttl"), "Cloudflare takes 60 to 86400 seconds (30 on Enterprise zones)",
+		v.fail(p("tlsa_ttl"), "Cloudflare takes 60 to 86400 seconds (30 to 59 only on Enterprise zones)",
 			"%s: tlsa_ttl %d is outside what Cloudflare accepts", label, cert.TLSATTL)
 	}
 	if len(cert.TLSAParams) == 0 {
@@ -540,7 +542,8 @@ func ParseTLSAParams(s string) (usage, selector, matching uint8) {
 }
 
 func (v *validator) listen(path, label, addr string) string {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	_, port, err := net.SplitHostPort(addr)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
 		v.fail(path, `e.g. ":80" or "127.0.0.1:8080"`, "%s: %q is not [host]:port", label, addr)
 	}
 	return addr

@@ -97,7 +97,10 @@ func (s *Store) WriteKey(name, slot string, key crypto.Signer) error {
 // RemoveKey deletes a key slot; a missing slot is not an error.
 func (s *Store) RemoveKey(name, slot string) error {
 	err := os.Remove(s.KeyPath(name, slot))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	return syncDir(s.path("keys", name))
@@ -209,15 +212,27 @@ func (s *Store) archiveDir(name string) string { return s.path("archive", name) 
 // Install writes set into the archive under a new ID and returns it; it does
 // not change what is live. The set appears complete or not at all.
 func (s *Store) Install(name string, set *Set) (string, error) {
-	if _, err := ParseKey(set.Key); err != nil {
+	key, err := ParseKey(set.Key)
+	if err != nil {
 		return "", fmt.Errorf("install %s: %w", name, err)
 	}
-	if _, err := set.Leaf(); err != nil {
+	leaf, err := set.Leaf()
+	if err != nil {
 		return "", fmt.Errorf("install %s: %w", name, err)
+	}
+	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return "", fmt.Errorf("install %s: the certificate is not for the key", name)
 	}
 	adir := s.archiveDir(name)
 	if err := mkdirPrivate(adir); err != nil {
 		return "", err
+	}
+	// Directories of installs that were killed half-way hold private keys:
+	// remove them.
+	if stale, _ := filepath.Glob(filepath.Join(adir, ".new-*")); len(stale) > 0 {
+		for _, d := range stale {
+			_ = os.RemoveAll(d)
+		}
 	}
 	ids, err := s.Sets(name)
 	if err != nil {
@@ -278,7 +293,12 @@ func (s *Store) Sets(name string) ([]string, error) {
 			ids = append(ids, e.Name())
 		}
 	}
-	sort.Strings(ids)
+	// Numerically: "10000" comes after "9999".
+	sort.Slice(ids, func(i, j int) bool {
+		a, _ := strconv.Atoi(ids[i])
+		b, _ := strconv.Atoi(ids[j])
+		return a < b
+	})
 	return ids, nil
 }
 
@@ -379,13 +399,16 @@ func (s *Store) WriteJSON(rel string, v any) error {
 	return WriteFile(p, append(data, '\n'), 0o600)
 }
 
-// Remove deletes STATE/rel; a missing file is not an error.
+// Remove deletes STATE/rel durably; a missing file is not an error.
 func (s *Store) Remove(rel string) error {
 	err := os.Remove(s.path(rel))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	return nil
+	return syncDir(filepath.Dir(s.path(rel)))
 }
 
 // JournalPath is the journal file of a certificate, relative to the state
@@ -402,7 +425,7 @@ func (s *Store) AccountDir(directory, email string) (string, error) {
 	if email == "" {
 		email = "default"
 	}
-	dir := s.path("accounts", host, email)
+	dir := s.path("accounts", url.PathEscape(host), url.PathEscape(email))
 	if err := mkdirPrivate(dir); err != nil {
 		return "", err
 	}

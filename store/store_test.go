@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,10 +83,23 @@ func TestWriteFileAtomicAndModes(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("temporary files left behind: %v", entries)
 	}
-	// A write that cannot complete leaves the old file untouched.
+	// A write that cannot complete leaves the old file untouched: here the
+	// rename fails because the target has become a directory's name.
 	if err := WriteFile(filepath.Join(dir, "missing", "f"), []byte("x"), 0o600); err == nil {
 		t.Error("write into a missing directory succeeded")
 	}
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 { // root writes anyway
+		if err := WriteFile(p, []byte("three"), 0o644); err == nil {
+			t.Error("write into a read-only directory succeeded")
+		}
+		if data, _ := os.ReadFile(p); string(data) != "two" {
+			t.Errorf("a failed write changed the file to %q", data)
+		}
+	}
+	os.Chmod(dir, 0o700)
 }
 
 func TestKeysArePrivate(t *testing.T) {
@@ -227,6 +241,12 @@ func TestInstallSwitchRollback(t *testing.T) {
 	if id, _ := s.LiveID("mail"); id != ida {
 		t.Errorf("a failed switch changed the live set to %s", id)
 	}
+	// A set whose certificate is for another key is refused.
+	mixed := newSet(t, newKey(t), 4)
+	mixed.Key = a.Key
+	if _, err := s.Install("mail", mixed); err == nil || !strings.Contains(err.Error(), "not for the key") {
+		t.Errorf("installed a key with another key's certificate: %v", err)
+	}
 	// A set whose key is not a key is refused before anything is written.
 	bad := newSet(t, newKey(t), 3)
 	bad.Key = []byte("junk")
@@ -323,6 +343,29 @@ func TestReaderNeverSeesMixedSet(t *testing.T) {
 	}
 	if bad.Load() != 0 {
 		t.Errorf("%d of %d reads saw a key and a certificate from different sets (or no file)", bad.Load(), reads.Load())
+	}
+}
+
+func TestSetIDsSortNumerically(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"9999", "10000", "0002"} {
+		if err := os.MkdirAll(filepath.Join(s.Dir(), "archive", "mail", id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, _ := s.Sets("mail")
+	if strings.Join(ids, ",") != "0002,9999,10000" {
+		t.Errorf("ids = %v", ids)
+	}
+	id, err := s.Install("mail", newSet(t, newKey(t), 1))
+	if err != nil || id != "10001" {
+		t.Errorf("next id = %q, %v", id, err)
+	}
+	if err := s.RemoveKey("other", Next); err != nil {
+		t.Errorf("removing a key of a certificate without keys: %v", err)
 	}
 }
 
