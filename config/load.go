@@ -15,9 +15,9 @@ import (
 
 // Error is one problem in a configuration file.
 type Error struct {
-	File string
-	Line int // 0 when unknown
-	Msg  string
+	File       string
+	Line       int // 0 when unknown
+	Msg        string
 	Suggestion string // may be empty
 }
 

@@ -2,9 +2,9 @@ package config
 
 import (
 	"crypto/x509"
-	"math"
 	"encoding/pem"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -28,9 +28,9 @@ type validator struct {
 
 func (v *validator) fail(path, hint, format string, args ...any) {
 	v.errs = append(v.errs, &Error{
-		File: v.cfg.File,
-		Line: v.line(path),
-		Msg:  fmt.Sprintf(format, args...),
+		File:       v.cfg.File,
+		Line:       v.line(path),
+		Msg:        fmt.Sprintf(format, args...),
 		Suggestion: hint,
 	})
 }
