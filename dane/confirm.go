@@ -2,6 +2,7 @@ package dane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -181,24 +182,31 @@ func (e *TimeoutError) Error() string {
 }
 
 // Wait polls until every authoritative server serves wants, with backoff
-// from one second to thirty, and returns the confirming report. It gives up
-// with a *TimeoutError after timeout, or when ctx ends.
+// from one second to thirty, and returns the confirming report. A round
+// that fails (a lost packet while finding the zone's servers) is retried
+// like a lagging server. It gives up with a *TimeoutError after timeout, or
+// when ctx ends.
 func (c *Confirmer) Wait(ctx context.Context, wants []Want, timeout time.Duration) (*Report, error) {
 	start := c.now()
 	delay := time.Second
+	d := &discovery{}
 	for {
-		rep, err := c.Check(ctx, wants)
-		if err != nil {
-			return nil, err
-		}
-		if rep.Confirmed {
+		rep, err := c.check(ctx, wants, d)
+		if err == nil && rep.Confirmed {
 			return rep, nil
 		}
 		waited := c.now().Sub(start)
 		if waited >= timeout {
+			if err != nil {
+				return nil, fmt.Errorf("not confirmed after %s: %w", waited.Round(time.Second), err)
+			}
 			return rep, &TimeoutError{Waited: waited, Report: rep}
 		}
-		c.log().Info("waiting for authoritative servers", "lagging", strings.Join(rep.Lagging(), " | "))
+		if err != nil {
+			c.log().Warn("cannot check the authoritative servers; trying again", "err", err)
+		} else {
+			c.log().Info("waiting for authoritative servers", "lagging", strings.Join(rep.Lagging(), " | "))
+		}
 		if err := c.sleep(ctx, min(delay, timeout-waited)); err != nil {
 			return rep, err
 		}
@@ -206,15 +214,33 @@ func (c *Confirmer) Wait(ctx context.Context, wants []Want, timeout time.Duratio
 	}
 }
 
+// discovery remembers, across the rounds of one Wait, which zone each name
+// is in and which servers serve each zone.
+type discovery struct {
+	zones   map[string]string
+	servers map[string][]Server
+}
+
 // Check asks every authoritative server once.
 func (c *Confirmer) Check(ctx context.Context, wants []Want) (*Report, error) {
+	return c.check(ctx, wants, &discovery{})
+}
+
+func (c *Confirmer) check(ctx context.Context, wants []Want, d *discovery) (*Report, error) {
+	if d.zones == nil {
+		d.zones, d.servers = map[string]string{}, map[string][]Server{}
+	}
 	byZone := map[string][]Want{}
 	var zones []string
 	for _, w := range wants {
 		w.Owner = strings.ToLower(dns.Fqdn(w.Owner))
-		zone, err := c.ZoneOf(ctx, w.Owner)
-		if err != nil {
-			return nil, err
+		zone, ok := d.zones[w.Owner]
+		if !ok {
+			var err error
+			if zone, err = c.ZoneOf(ctx, w.Owner); err != nil {
+				return nil, err
+			}
+			d.zones[w.Owner] = zone
 		}
 		if _, ok := byZone[zone]; !ok {
 			zones = append(zones, zone)
@@ -223,39 +249,43 @@ func (c *Confirmer) Check(ctx context.Context, wants []Want) (*Report, error) {
 	}
 	rep := &Report{At: c.now(), Confirmed: true}
 	for _, zone := range zones {
-		zr, err := c.checkZone(ctx, zone, byZone[zone])
-		if err != nil {
-			return nil, err
+		servers, ok := d.servers[zone]
+		if !ok {
+			var err error
+			if servers, err = c.Servers(ctx, zone); err != nil {
+				return nil, err
+			}
+			d.servers[zone] = servers
 		}
+		zr := c.checkZone(ctx, zone, servers, byZone[zone])
 		rep.Zones = append(rep.Zones, zr)
 		rep.Confirmed = rep.Confirmed && zr.Confirmed
 	}
 	return rep, nil
 }
 
-func (c *Confirmer) checkZone(ctx context.Context, zone string, wants []Want) (*ZoneReport, error) {
-	servers, err := c.Servers(ctx, zone)
-	if err != nil {
-		return nil, err
-	}
+func (c *Confirmer) checkZone(ctx context.Context, zone string, servers []Server, wants []Want) *ZoneReport {
 	zr := &ZoneReport{Zone: zone, Owners: map[string]OwnerState{}}
 	q := c.querier()
-	// Signed or not is a property of the zone: ask until a server answers.
+	// Signed or not is a property of the zone: ask until a server answers
+	// for it, authoritatively.
 	for _, s := range servers {
+		if s.Err != nil {
+			continue
+		}
 		m, err := q.Query(ctx, s.Addr, zone, dns.TypeDNSKEY, false)
-		if err != nil {
+		if err != nil || m.Rcode != dns.RcodeSuccess || !m.Authoritative {
 			continue
 		}
 		keys, _ := rrsetOf(m.Answer, zone, dns.TypeDNSKEY)
 		zr.Signed = len(keys) > 0
-		if soa := soaOf(m); soa != nil {
-			zr.NegTTL = negativeTTL(soa)
-		}
 		break
 	}
 	for _, s := range servers {
-		st := ServerState{Addr: s.Addr, NS: s.NS}
-		c.checkServer(ctx, zone, wants, zr, &st)
+		st := ServerState{Addr: s.Addr, NS: s.NS, Err: s.Err}
+		if st.Err == nil {
+			c.checkServer(ctx, zone, wants, zr, &st)
+		}
 		zr.Servers = append(zr.Servers, st)
 	}
 	zr.Confirmed = true
@@ -276,7 +306,7 @@ func (c *Confirmer) checkZone(ctx context.Context, zone string, wants []Want) (*
 			zr.Serial = s
 		}
 	}
-	return zr, nil
+	return zr
 }
 
 func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, zr *ZoneReport, st *ServerState) {
@@ -301,12 +331,14 @@ func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, 
 		return
 	}
 	st.Serial = soa[0].(*dns.SOA).Serial
-	if zr.NegTTL == 0 {
-		zr.NegTTL = negativeTTL(soa[0].(*dns.SOA))
-	}
+	zr.NegTTL = max(zr.NegTTL, negativeTTL(soa[0].(*dns.SOA)))
 	for _, w := range wants {
 		m, err := q.Query(ctx, st.Addr, w.Owner, w.Type, false)
 		if err != nil {
+			st.Err = err
+			return
+		}
+		if err := authoritative(m, st.Addr, zone); err != nil {
 			st.Err = err
 			return
 		}
@@ -318,6 +350,17 @@ func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, 
 		seen := zr.Owners[w.Owner]
 		if len(rrs) == 0 {
 			seen.Absent = true
+			// A resolver may cache the denial for the SOA's negative TTL
+			// or, with aggressive NSEC caching (RFC 8198), for as long as
+			// the NSEC/NSEC3 records that prove it.
+			for _, rr := range m.Ns {
+				switch rr := rr.(type) {
+				case *dns.SOA:
+					zr.NegTTL = max(zr.NegTTL, negativeTTL(rr))
+				case *dns.NSEC, *dns.NSEC3:
+					zr.NegTTL = max(zr.NegTTL, rr.Header().Ttl)
+				}
+			}
 		}
 		for _, rr := range rrs {
 			seen.TTL = max(seen.TTL, rr.Header().Ttl)
@@ -359,6 +402,9 @@ func containsRR(set []dns.RR, rr dns.RR) bool {
 type Server struct {
 	NS   string
 	Addr string
+	// Err is set for an NS name whose addresses could not be found; the
+	// server then counts as not confirming.
+	Err error
 }
 
 // Servers returns the addresses to ask for zone: the configured ones, or
@@ -382,15 +428,21 @@ func (c *Confirmer) Servers(ctx context.Context, zone string) ([]Server, error) 
 	}
 	nsrrs, _ := rrsetOf(m.Answer, zone, dns.TypeNS)
 	if len(nsrrs) == 0 {
-		return nil, fmt.Errorf("find name servers of %s: %s has no NS records (rcode %s)", zone, res, dns.RcodeToString[m.Rcode])
+		return nil, fmt.Errorf("find name servers of %s: %s has no NS records for it (%s)", zone, res, dns.RcodeToString[m.Rcode])
 	}
 	var out []Server
 	for _, rr := range nsrrs {
 		name := rr.(*dns.NS).Ns
+		found := 0
+		var lookupErr error
 		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
 			am, err := q.Query(ctx, res, name, t, true)
+			if err == nil && am.Rcode != dns.RcodeSuccess {
+				err = fmt.Errorf("%s answers %s for %s %s", res, dns.RcodeToString[am.Rcode], name, dns.TypeToString[t])
+			}
 			if err != nil {
-				return nil, fmt.Errorf("addresses of name server %s: %w", name, err)
+				lookupErr = err
+				continue
 			}
 			addrs, _ := rrsetOf(am.Answer, name, t)
 			for _, a := range addrs {
@@ -402,51 +454,80 @@ func (c *Confirmer) Servers(ctx context.Context, zone string) ([]Server, error) 
 					ip = a.AAAA
 				}
 				out = append(out, Server{NS: name, Addr: net.JoinHostPort(ip.String(), "53")})
+				found++
 			}
 		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("find name servers of %s: no addresses for its NS names", zone)
+		if found == 0 {
+			if lookupErr == nil {
+				lookupErr = errors.New("no addresses")
+			}
+			// A name server nobody can find cannot confirm anything; keep
+			// it in the report rather than silently dropping it.
+			out = append(out, Server{NS: name, Addr: strings.TrimSuffix(name, ".") + ":53",
+				Err: fmt.Errorf("name server %s: %w", name, lookupErr)})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NS+out[i].Addr < out[j].NS+out[j].Addr })
 	return out, nil
 }
 
 // ZoneOf finds the zone owner belongs to from the SOA that answers for it:
-// in the answer at the apex, in the authority section below it.
+// in the answer at the apex, in the authority section below it. With
+// configured name servers each is tried in turn.
 func (c *Confirmer) ZoneOf(ctx context.Context, owner string) (string, error) {
+	owner = dns.Fqdn(owner)
 	q := c.querier()
 	var (
-		server    string
+		servers   []string
 		recursion bool
 	)
 	if len(c.Nameservers) > 0 {
-		server = hostPort(c.Nameservers[0])
+		for _, ns := range c.Nameservers {
+			servers = append(servers, hostPort(ns))
+		}
 	} else {
 		res, err := c.resolver()
 		if err != nil {
 			return "", err
 		}
-		server, recursion = res, true
+		servers, recursion = []string{res}, true
 	}
 	var lastErr error
-	for name := dns.Fqdn(owner); ; {
-		m, err := q.Query(ctx, server, name, dns.TypeSOA, recursion)
-		if err == nil {
-			if soa := soaOf(m); soa != nil && dns.IsSubDomain(soa.Hdr.Name, owner) {
-				return strings.ToLower(soa.Hdr.Name), nil
+	for _, server := range servers {
+		for name := owner; ; {
+			m, err := q.Query(ctx, server, name, dns.TypeSOA, recursion)
+			if err == nil {
+				if soa := soaOf(m); soa != nil && dns.IsSubDomain(soa.Hdr.Name, owner) &&
+					(m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError) {
+					return strings.ToLower(soa.Hdr.Name), nil
+				}
+				lastErr = fmt.Errorf("%s: no SOA for %s (%s)", server, name, dns.RcodeToString[m.Rcode])
+			} else {
+				lastErr = err
 			}
-			lastErr = fmt.Errorf("%s: no SOA for %s (rcode %s)", server, name, dns.RcodeToString[m.Rcode])
-		} else {
-			lastErr = err
+			i, end := dns.NextLabel(name, 0)
+			if end || name == "." {
+				break
+			}
+			name = name[i:]
 		}
-		i, end := dns.NextLabel(name, 0)
-		if end || name == "." {
-			break
-		}
-		name = name[i:]
 	}
 	return "", fmt.Errorf("find the zone of %s: %w", owner, lastErr)
+}
+
+// Skipped lists the servers this host could not reach at all (typically
+// IPv6 addresses on an IPv4-only host): they did not take part in the
+// confirmation.
+func (r *Report) Skipped() []string {
+	var out []string
+	for _, z := range r.Zones {
+		for _, s := range z.Servers {
+			if s.Skipped {
+				out = append(out, strings.TrimSpace(strings.TrimSuffix(s.NS, ".")+" "+s.Addr))
+			}
+		}
+	}
+	return out
 }
 
 func (c *Confirmer) resolver() (string, error) {
@@ -491,31 +572,32 @@ func (c *Confirmer) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// HoldFor is how long to wait after confirmation before serving a key whose
-// records were just published: factor times the largest TTL a resolver may
-// still be holding from before the change — the old RRset's TTL, the new
-// one, and the negative-caching TTL when the RRset did not exist — so that
-// every cached answer that lacks the new records has expired.
-func HoldFor(factor float64, before, after *Report) time.Duration {
+// CachedTTL is the largest TTL a resolver may hold an answer for, as seen
+// in r: the RRsets' TTLs and, with negatives, the negative-caching TTL where
+// an RRset was absent.
+func CachedTTL(r *Report, negatives bool) uint32 {
 	var ttl uint32
-	if before == nil && after != nil {
-		// Nothing is known of what resolvers saw before: assume the worst.
-		for _, z := range after.Zones {
-			ttl = max(ttl, z.NegTTL)
-		}
+	if r == nil {
+		return 0
 	}
-	for _, r := range []*Report{before, after} {
-		if r == nil {
-			continue
-		}
-		for _, z := range r.Zones {
-			for _, o := range z.Owners {
-				ttl = max(ttl, o.TTL)
-				if o.Absent && r == before {
-					ttl = max(ttl, z.NegTTL)
-				}
+	for _, z := range r.Zones {
+		for _, o := range z.Owners {
+			ttl = max(ttl, o.TTL)
+			if negatives && o.Absent {
+				ttl = max(ttl, z.NegTTL)
 			}
 		}
 	}
+	return ttl
+}
+
+// HoldFor is how long to wait after confirmation before serving a key whose
+// records were just published: factor times the largest TTL a resolver may
+// still be holding from before the change (the old RRset's TTL, or the
+// negative-caching TTL where there was none, from before) or may fetch
+// after it (the new RRset's TTL, from after) — so that every cached answer
+// that lacks the new records has expired.
+func HoldFor(factor float64, beforeTTL uint32, after *Report) time.Duration {
+	ttl := max(beforeTTL, CachedTTL(after, false))
 	return time.Duration(factor * float64(time.Duration(ttl)*time.Second))
 }

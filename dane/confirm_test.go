@@ -162,7 +162,7 @@ func TestConfirmAbsentAndNegativeCaching(t *testing.T) {
 	if z.Zone != zone || z.NegTTL != 30 || !z.Owners[owner].Absent {
 		t.Errorf("zone report = %+v", z)
 	}
-	if got := dane.HoldFor(2, rep, nil); got != 60*time.Second {
+	if got := dane.HoldFor(2, dane.CachedTTL(rep, true), nil); got != 60*time.Second {
 		t.Errorf("hold after publishing at a new name = %v, want 2 × 30s", got)
 	}
 	if err := c.Update(func(z *dnstest.Zone) error { return z.AddString(rec1, rec2) }); err != nil {
@@ -181,7 +181,7 @@ func TestConfirmAbsentAndNegativeCaching(t *testing.T) {
 	if after.MaxTTL() != 60 {
 		t.Errorf("MaxTTL = %d", after.MaxTTL())
 	}
-	if got := dane.HoldFor(2, after, after); got != 120*time.Second {
+	if got := dane.HoldFor(2, dane.CachedTTL(rep, true), after); got != 120*time.Second {
 		t.Errorf("hold with a 60s RRset = %v", got)
 	}
 	if err := c.Update(func(z *dnstest.Zone) error { z.Remove(tlsa(t, rec2)); return nil }); err != nil {
@@ -299,5 +299,22 @@ func TestManualPublisherInstructs(t *testing.T) {
 	}
 	if err := pub.Delete(ctx, tlsa(t, rec2)); err != nil || len(got) != 2 {
 		t.Errorf("deleting a record that is not served asked for a change: %+v", got)
+	}
+}
+
+func TestLookupNullMX(t *testing.T) {
+	c := dnstest.StartT(t, dnstest.Options{Origin: "nomail.test.", Records: []string{"@ 300 IN MX 0 ."}})
+	_, _, err := dane.LookupMX(context.Background(), &dane.Querier{}, c.Primary(), "nomail.test")
+	if err == nil || !strings.Contains(err.Error(), "accepts no mail") {
+		t.Errorf("null MX: %v", err)
+	}
+}
+
+func TestZoneOfWithoutTrailingDot(t *testing.T) {
+	c := cluster(t, false, 0)
+	conf := &dane.Confirmer{Nameservers: append([]string{"127.0.0.1:9"}, c.Addrs()...), Querier: &dane.Querier{Timeout: 300 * time.Millisecond}}
+	// The first configured server does not answer; the next one does.
+	if got, err := conf.ZoneOf(context.Background(), "_25._tcp.mail.example.test"); err != nil || got != zone {
+		t.Errorf("ZoneOf = %q, %v", got, err)
 	}
 }

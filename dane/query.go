@@ -27,9 +27,13 @@ func (q *Querier) Query(ctx context.Context, server, name string, qtype uint16, 
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.RecursionDesired = recursion
-	m.SetEdns0(4096, true)
+	// 1232 bytes fits any path without fragmentation (DNS Flag Day 2020);
+	// larger answers come truncated and are asked again over TCP, as is
+	// a UDP question that got no answer (a path dropping fragments).
+	m.SetEdns0(1232, true)
 	resp, err := q.exchange(ctx, m, "udp", server)
-	if err == nil && resp.Truncated {
+	var ne net.Error
+	if err == nil && resp.Truncated || err != nil && errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
 		resp, err = q.exchange(ctx, m, "tcp", server)
 	}
 	if err != nil {
@@ -46,7 +50,7 @@ func (q *Querier) exchange(ctx context.Context, m *dns.Msg, network, server stri
 	if timeout == 0 {
 		timeout = 3 * time.Second
 	}
-	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 4096}
+	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 1232}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, _, err := c.ExchangeContext(ctx, m.Copy(), server)

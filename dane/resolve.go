@@ -62,6 +62,10 @@ func LookupMX(ctx context.Context, q *Querier, resolver, domain string) ([]strin
 	sort.SliceStable(mx, func(i, j int) bool { return mx[i].Preference < mx[j].Preference })
 	var hosts []string
 	for _, x := range mx {
+		if x.Mx == "." {
+			// RFC 7505 null MX.
+			return nil, m.AuthenticatedData, fmt.Errorf("%s accepts no mail (null MX)", domain)
+		}
 		hosts = append(hosts, strings.TrimSuffix(x.Mx, "."))
 	}
 	return hosts, m.AuthenticatedData, nil

@@ -258,16 +258,7 @@ func (e *Engine) plan(ctx context.Context, c *config.Certificate, st *State) err
 	if err != nil {
 		return err
 	}
-	var ttl uint32
-	for _, z := range rep.Zones {
-		for _, o := range z.Owners {
-			ttl = max(ttl, o.TTL)
-			if o.Absent {
-				ttl = max(ttl, z.NegTTL)
-			}
-		}
-	}
-	txn.HoldTTL = ttl
+	txn.HoldTTL = dane.CachedTTL(rep, true)
 	for _, z := range rep.Unsigned() {
 		e.log.Warn("zone is not DNSSEC-signed: DANE-validating clients ignore its TLSA records", "cert", c.Name, "zone", z)
 	}
@@ -467,7 +458,7 @@ func (e *Engine) confirm(ctx context.Context, c *config.Certificate, st *State, 
 		st.Txn.ConfirmedAt = time.Time{}
 	}
 	st.Txn.ConfirmedAt = rep.At
-	hold := time.Duration(e.cfg.DNS.HoldFactor * float64(time.Duration(max(st.Txn.HoldTTL, rep.MaxTTL()))*time.Second))
+	hold := dane.HoldFor(e.cfg.DNS.HoldFactor, st.Txn.HoldTTL, rep)
 	for _, k := range e.wantedKeys(st) {
 		if k.SafeAt == nil {
 			k.SafeAt = map[string]time.Time{}
@@ -667,14 +658,7 @@ func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) e
 	if err != nil {
 		return err
 	}
-	for _, z := range rep.Zones {
-		for _, o := range z.Owners {
-			st.Txn.HoldTTL = max(o.TTL, st.Txn.HoldTTL)
-			if o.Absent {
-				st.Txn.HoldTTL = max(st.Txn.HoldTTL, z.NegTTL)
-			}
-		}
-	}
+	st.Txn.HoldTTL = max(st.Txn.HoldTTL, dane.CachedTTL(rep, true))
 	var retired []string
 	for _, owner := range c.TLSA {
 		fq := dns.Fqdn(owner)

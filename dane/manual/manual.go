@@ -60,22 +60,38 @@ func (p *Publisher) lookup(ctx context.Context, owner string, rrtype uint16) (st
 	if q == nil {
 		q = &dane.Querier{}
 	}
-	var lastErr error
+	// What the zone holds is the union of what its servers serve: a
+	// lagging or lame server must not hide a record (which would keep a
+	// stale record from being removed).
+	var (
+		out      []dns.RR
+		answered int
+		lastErr  error
+	)
 	for _, s := range servers {
+		if s.Err != nil {
+			lastErr = s.Err
+			continue
+		}
 		m, err := q.Query(ctx, s.Addr, owner, rrtype, false)
+		if err == nil && (!m.Authoritative || (m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError)) {
+			err = fmt.Errorf("%s does not answer authoritatively for %s (%s)", s.Addr, owner, dns.RcodeToString[m.Rcode])
+		}
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		var out []dns.RR
+		answered++
 		for _, rr := range m.Answer {
-			if rr.Header().Rrtype == rrtype && strings.EqualFold(rr.Header().Name, owner) {
+			if rr.Header().Rrtype == rrtype && strings.EqualFold(rr.Header().Name, owner) && !contains(out, rr) {
 				out = append(out, rr)
 			}
 		}
-		return zone, out, nil
 	}
-	return "", nil, fmt.Errorf("manual: no authoritative server of %s answered: %w", zone, lastErr)
+	if answered == 0 {
+		return "", nil, fmt.Errorf("manual: no authoritative server of %s answered: %w", zone, lastErr)
+	}
+	return zone, out, nil
 }
 
 // Add asks the operator to add rr, unless it is already served.
