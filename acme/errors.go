@@ -76,10 +76,11 @@ func describe(err error) error {
 	if err == nil {
 		return nil
 	}
-	var pd *legoacme.ProblemDetails
-	if !errors.As(err, &pd) {
+	problems := findProblems(err)
+	if len(problems) == 0 {
 		return err
 	}
+	pd := problems[0]
 	p := &Problem{
 		Type:   strings.TrimPrefix(pd.Type, "urn:ietf:params:acme:error:"),
 		Detail: pd.Detail,
@@ -89,9 +90,44 @@ func describe(err error) error {
 	for _, s := range pd.SubProblems {
 		p.Sub = append(p.Sub, s.Identifier.Value+": "+s.Detail)
 	}
+	// lego joins one error per name; report them all.
+	for _, other := range problems[1:] {
+		p.Sub = append(p.Sub, other.Detail)
+	}
 	var rl *legoacme.RateLimitedError
 	if errors.As(err, &rl) {
 		p.RetryAfter = rl.RetryAfter
 	}
 	return p
+}
+
+// findProblems collects the ACME problems in an error tree, in order,
+// without repeating one.
+func findProblems(err error) []*legoacme.ProblemDetails {
+	var out []*legoacme.ProblemDetails
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if pd, ok := e.(*legoacme.ProblemDetails); ok {
+			for _, seen := range out {
+				if seen == pd {
+					return
+				}
+			}
+			out = append(out, pd)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, inner := range u.Unwrap() {
+				walk(inner)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
 }

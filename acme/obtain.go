@@ -10,7 +10,6 @@ import (
 	"net"
 	"time"
 
-	legoacme "github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/acme/api"
 	"github.com/go-acme/lego/v5/certificate"
 	"github.com/go-acme/lego/v5/challenge/dns01"
@@ -77,15 +76,10 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 			or.ReplacesCertID = id
 		}
 	}
+	// When an earlier run got as far as the CA but not as far as saving
+	// the result, the old certificate is already replaced: lego then orders
+	// again without "replaces" (RFC 9773 §5), which is what we want.
 	res, err := c.lego.Certificate.Obtain(ctx, or)
-	var replaced *legoacme.AlreadyReplacedError
-	if errors.As(err, &replaced) && or.ReplacesCertID != "" {
-		// An earlier run got as far as the CA but not as far as saving the
-		// result: the old certificate is already replaced. Order afresh.
-		c.log.Info("certificate was already replaced at the CA; ordering without replaces", "domains", req.Domains)
-		or.ReplacesCertID = ""
-		res, err = c.lego.Certificate.Obtain(ctx, or)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("acme: order for %v: %w", req.Domains, describe(err))
 	}

@@ -45,8 +45,8 @@ type Options struct {
 	// HTTPPort and TLSPort are where Pebble connects for http-01 and
 	// tls-alpn-01 validation; 0 picks free ports.
 	HTTPPort, TLSPort int
-	// Profiles maps profile names to certificate lifetimes; nil gives
-	// "default" (90 days) and "shortlived" (6 days) like Pebble's own config.
+	// Profiles maps profile names to certificate lifetimes; nil gives one,
+	// "default", of 90 days.
 	Profiles map[string]time.Duration
 	// Blocklist names domains Pebble refuses to issue for
 	// (rejectedIdentifier).
@@ -126,7 +126,9 @@ func Start(ctx context.Context, opts Options) (*Pebble, error) {
 	}
 	profiles := map[string]any{}
 	if opts.Profiles == nil {
-		opts.Profiles = map[string]time.Duration{"default": 90 * 24 * time.Hour, "shortlived": 6 * 24 * time.Hour}
+		// One profile: Pebble picks one at random for orders that name none,
+		// which would make lifetimes, and so renewal times, random.
+		opts.Profiles = map[string]time.Duration{"default": 90 * 24 * time.Hour}
 	}
 	for name, life := range opts.Profiles {
 		profiles[name] = map[string]any{"description": name, "validityPeriod": int64(life / time.Second)}
