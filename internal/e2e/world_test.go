@@ -159,9 +159,14 @@ type result struct {
 // daneroll runs the binary; failpoint is "" or "before:N" / "after:N".
 func (w *world) daneroll(failpoint string, args ...string) result {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	return runDaneroll(w.t, w.cfg, failpoint, args...)
+}
+
+func runDaneroll(t testing.TB, cfg, failpoint string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bins.daneroll, append([]string{"-c", w.cfg}, args...)...)
+	cmd := exec.CommandContext(ctx, bins.daneroll, append([]string{"-c", cfg}, args...)...)
 	cmd.Env = append(os.Environ(), "DANEROLL_FAILPOINT="+failpoint)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -173,7 +178,7 @@ func (w *world) daneroll(failpoint string, args ...string) result {
 		r.code = cmd.ProcessState.ExitCode()
 	}
 	if ctx.Err() != nil {
-		w.t.Fatalf("daneroll %v timed out:\n%s", args, r.out)
+		t.Fatalf("daneroll %v timed out:\n%s", args, r.out)
 	}
 	return r
 }
