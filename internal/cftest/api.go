@@ -180,11 +180,18 @@ type API struct {
 	// before serving.
 	Now func() time.Time
 
-	mu     sync.Mutex // guards zones, tokens, faults and log
+	mu     sync.Mutex // guards zones, tokens, faults, log, hooks, pending and lastTurn
 	zones  []*zone
 	tokens map[string]Token
 	faults []*injected
 	log    []Request
+	hooks  []func(Change)
+	// pending are changes applied under mu whose hooks have not run yet.
+	pending []Change
+	// lastTurn is closed once the hooks for the changes made so far have
+	// run: each batch of changes waits for its predecessor's, so hooks see
+	// changes in the order they were applied, though they run without mu.
+	lastTurn chan struct{}
 }
 
 // NewAPI returns a fake that accepts token for every zone and has the given
@@ -276,7 +283,7 @@ func (a *API) ZoneID(name string) string {
 // does not own.
 func (a *API) AddRecord(zoneName string, r Record) (Record, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	defer a.unlockAndNotify()
 	z := a.zoneByName(normalName(zoneName))
 	if z == nil {
 		return Record{}, fmt.Errorf("cftest: no zone %q", zoneName)
@@ -453,7 +460,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			ans = fail(http.StatusNotFound, CodeNoRoute, "No route for that URI").answer()
 		}
-		a.mu.Unlock()
+		// Hooks run before the client hears anything, as Cloudflare's
+		// name servers may serve a change before its API answer arrives.
+		a.unlockAndNotify()
 	}
 	if f != nil {
 		rec.Fault = true
@@ -556,6 +565,7 @@ func (a *API) handle(r *http.Request, apiPath string, body []byte) answer {
 		for i, rec := range z.records {
 			if rec.ID == parts[3] {
 				z.records = slices.Delete(z.records, i, i+1)
+				a.changed(OpDelete, z, rec)
 				return okAnswer(map[string]string{"id": rec.ID}, nil)
 			}
 		}
@@ -829,6 +839,7 @@ func (a *API) create(z *zone, in createBody) (*Record, *failure) {
 		}
 	}
 	z.records = append(z.records, rec)
+	a.changed(OpCreate, z, rec)
 	cp := *rec
 	return &cp, nil
 }

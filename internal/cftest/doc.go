@@ -36,6 +36,12 @@
 //     unknown record id is 404 with 81044 "Record does not exist.";
 //   - a 429 carries a Retry-After header (seconds) and code 971.
 //
+// [API.MirrorTo] makes an internal/dnstest cluster serve a zone the way
+// Cloudflare's name servers do: every change the API applies reaches the
+// cluster's primary before the API answers, and the secondaries copy it as
+// the test says (Freeze, Thaw, SetLag), so a confirmation on "Cloudflare's
+// name servers" can be tested for real. [API.OnChange] is the hook beneath.
+//
 // Use [NewServer] in tests (an httptest server on 127.0.0.1), [NewAPI] for
 // the bare http.Handler, or [ListenAndServe] to run one on a given loopback
 // address, e.g. from a test binary re-executed as a subprocess.
