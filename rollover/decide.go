@@ -74,11 +74,6 @@ func (e *Engine) rekeyDue(c *config.Certificate, st *State) (bool, string, error
 	if st.Current != "" {
 		k, err := e.st.ReadKey(c.Name, store.Current)
 		if err == nil && acme.KeyTypeOf(k) != c.KeyType {
-			if c.KeyPolicy == config.PolicyRollover && st.Next != "" {
-				if err := e.dropStaleNext(c, st); err != nil {
-					return false, "", err
-				}
-			}
 			return true, fmt.Sprintf("key_type changed to %s", c.KeyType), nil
 		}
 	}
@@ -92,8 +87,9 @@ func (e *Engine) rekeyDue(c *config.Certificate, st *State) (bool, string, error
 }
 
 // dropStaleNext removes a pre-generated next key of a type no longer
-// configured, so that the key change makes a new one. Its records become
-// a retired key's records and go at the next retire.
+// configured, so that the key change makes a new one (which is then held
+// like any new key). Its records become a retired key's records and go at
+// the retire step.
 func (e *Engine) dropStaleNext(c *config.Certificate, st *State) error {
 	k, err := e.st.ReadKey(c.Name, store.Next)
 	if err != nil || acme.KeyTypeOf(k) == c.KeyType {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/daneroll/daneroll/acme"
 	"github.com/daneroll/daneroll/internal/dnstest"
 	"github.com/daneroll/daneroll/store"
 )
@@ -324,4 +325,45 @@ func TestRepairAndForeignRecords(t *testing.T) {
 		t.Errorf("published %v: want ours repaired and the foreign record left alone", got)
 	}
 	w.mustRenew(e, RenewOptions{}, "nothing")
+}
+
+func TestKeyTypeChangeIsAHeldKeyChange(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "rollover"})
+	w.mustRenew(w.engine(nil), RenewOptions{}, "issued")
+	st := w.state()
+	// A dry run says what would happen and changes nothing, the next
+	// key file included.
+	w.cfg.Certificates[0].KeyType = "rsa2048"
+	before, _ := os.ReadFile(w.store.KeyPath("mail", store.Next))
+	o := w.renew(w.engine(nil), RenewOptions{DryRun: true})
+	if o.Action != "would rekey" || !strings.Contains(o.Detail, "key_type changed to rsa2048") {
+		t.Fatalf("dry run: %+v", o)
+	}
+	if after, _ := os.ReadFile(w.store.KeyPath("mail", store.Next)); !bytes.Equal(before, after) {
+		t.Fatal("a dry run changed the next key")
+	}
+	w.rep.reset()
+	w.mustRenew(w.engine(nil), RenewOptions{}, "rekeyed")
+	st2 := w.state()
+	k, err := w.store.ReadKey("mail", store.Current)
+	if err != nil || acme.KeyTypeOf(k) != "rsa2048" {
+		t.Fatalf("current key type %q, %v", acme.KeyTypeOf(k), err)
+	}
+	if st2.Current == st.Next {
+		t.Error("switched to the old next key, which has the old key type")
+	}
+	if _, waits := w.rep.reset(); len(waits) != 1 {
+		t.Errorf("a key nobody has seen before was served without a hold (%d waits)", len(waits))
+	}
+	nk, err := w.store.ReadKey("mail", store.Next)
+	if err != nil || acme.KeyTypeOf(nk) != "rsa2048" {
+		t.Errorf("next key type %q, %v", acme.KeyTypeOf(nk), err)
+	}
+	got := w.published()
+	slices.Sort(got)
+	want := []string{st2.Current, st2.Next}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("published %v, want %v: the old keys' records retired", got, want)
+	}
 }

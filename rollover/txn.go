@@ -235,6 +235,9 @@ func (e *Engine) plan(ctx context.Context, c *config.Certificate, st *State) err
 	case KindRenew, KindRepair:
 		txn.Target, err = ensure(store.Current)
 	case KindRekey:
+		if err := e.dropStaleNext(c, st); err != nil {
+			return err
+		}
 		txn.Target, err = ensure(store.Next)
 	case KindPublishNext:
 		txn.Target = st.Current
