@@ -137,8 +137,7 @@ func decodeError(name string, pos positions, err error) error {
 	}
 	if m := decoderLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		msg := strings.Replace(m[3], "incompatible types: TOML value has type", "wrong type: the file has", 1)
-		return Errors{{File: name, Line: line, Msg: m[2] + ": " + msg}}
+		return Errors{{File: name, Line: line, Msg: m[2] + ": " + typeWords(m[3]), Suggestion: typeHint(m[2], m[3])}}
 	}
 	return Errors{{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
 }
@@ -196,4 +195,48 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+var decoderTypes = regexp.MustCompile(`^incompatible types: TOML value has type (.+); destination has type (.+)$`)
+
+// typeWords turns the decoder's Go types into TOML words: "wrong type: the
+// file has a string, the key takes an array".
+func typeWords(msg string) string {
+	m := decoderTypes.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	word := func(t string) string {
+		switch {
+		case strings.HasPrefix(t, "[]"), t == "slice", t == "array":
+			return "an array"
+		case strings.HasPrefix(t, "map"), t == "struct", strings.HasPrefix(t, "config."):
+			return "a table"
+		case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+			return "an integer"
+		case strings.HasPrefix(t, "float"):
+			return "a number"
+		case t == "bool", t == "boolean":
+			return "true or false"
+		case t == "integer":
+			return "an integer"
+		case t == "float":
+			return "a number"
+		case t == "table", t == "inline table":
+			return "a table"
+		case t == "string":
+			return "a string"
+		}
+		return t
+	}
+	return fmt.Sprintf("wrong type: the file has %s, the key takes %s", word(m[1]), word(m[2]))
+}
+
+// typeHint suggests the array form for argv keys written as one string.
+func typeHint(key, msg string) string {
+	m := decoderTypes.FindStringSubmatch(msg)
+	if m == nil || m[1] != "string" || !strings.HasSuffix(key, "reload") {
+		return ""
+	}
+	return `commands are argv arrays, never split on spaces: reload = ["postfix", "reload"]`
 }

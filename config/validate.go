@@ -235,7 +235,7 @@ func (v *validator) secret(path, label, name string, file *string, env string) {
 		key := path + "." + name + "_file"
 		fi, err := os.Stat(*file)
 		if err != nil {
-			v.fail(key, "", "%s: %s_file: %v", label, name, err)
+			v.fail(key, "", "%s: %s_file: %s: %v", label, name, *file, unwrapPath(err))
 			return
 		}
 		if !fi.Mode().IsRegular() {
@@ -321,6 +321,9 @@ func checkProbe(raw string) error {
 	if err != nil {
 		return err
 	}
+	if u.Host == "" && u.Opaque != "" || !strings.Contains(raw, "://") {
+		return fmt.Errorf("no scheme: write it as smtp://HOST:PORT, imaps://HOST, tls://HOST:PORT …")
+	}
 	if probeSchemes[u.Scheme] == "" {
 		return fmt.Errorf("unknown scheme %q (want smtp, submission, smtps, imap, imaps, pop3, pop3s, tls or https)", u.Scheme)
 	}
@@ -346,7 +349,7 @@ func (v *validator) certificates() {
 	for i, cert := range c.Certificates {
 		cert.index = i
 		if cert.Name == "" && len(cert.Domains) > 0 {
-			cert.Name = strings.TrimPrefix(strings.ToLower(cert.Domains[0]), "*.")
+			cert.Name = strings.TrimPrefix(strings.ToLower(strings.TrimSuffix(cert.Domains[0], ".")), "*.")
 		}
 		v.certificate(cert)
 		if first, dup := seen[cert.Name]; dup && cert.Name != "" {

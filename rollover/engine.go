@@ -215,8 +215,10 @@ func (e *Engine) Rekey(ctx context.Context, name string, emergency bool, opts Re
 		return Outcome{}, err
 	}
 	if st.Txn != nil {
-		return Outcome{}, fmt.Errorf("%s: a %s transaction is pending at step %s; run daneroll renew %s to finish it first",
-			c.Name, st.Txn.Kind, st.Txn.Step, c.Name)
+		return Outcome{}, &HintError{
+			Err:    fmt.Errorf("%s: unfinished work (%s, at step %s) comes first", c.Name, st.Txn.Kind, st.Txn.Step),
+			Advice: "run daneroll renew " + c.Name + " to finish it, then rekey",
+		}
 	}
 	if st.LiveSet == "" {
 		return Outcome{}, fmt.Errorf("%s: no certificate has been issued yet; run daneroll renew %s", c.Name, c.Name)

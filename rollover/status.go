@@ -144,7 +144,7 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 	var out []OwnerStatus
 	for _, owner := range c.TLSA {
 		fq := dns.Fqdn(owner)
-		os := OwnerStatus{Owner: fq}
+		os := OwnerStatus{Owner: fq, Records: []RecordStatus{}}
 		if repErr != nil {
 			os.Error = repErr.Error()
 		}
@@ -156,6 +156,14 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 				}
 			}
 		}
+		if zr != nil {
+			os.Signed = zr.Signed
+			for _, s := range zr.Servers {
+				if !s.Skipped {
+					os.Servers++
+				}
+			}
+		}
 		for _, rr := range wanted[fq] {
 			rs := RecordStatus{Record: rrLine(rr)}
 			for _, k := range wantedKeys {
@@ -164,13 +172,8 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 				}
 			}
 			if zr != nil {
-				os.Signed, os.Servers = zr.Signed, 0
 				for _, s := range zr.Servers {
-					if s.Skipped {
-						continue
-					}
-					os.Servers++
-					if s.Err == nil && !containsTLSARR(s.Missing, rr) {
+					if !s.Skipped && s.Err == nil && !containsTLSARR(s.Missing, rr) {
 						rs.Visible++
 					}
 				}

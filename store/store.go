@@ -42,8 +42,20 @@ func Open(dir string) (*Store, error) {
 
 // OpenReadOnly opens an existing state directory without creating
 // anything, for commands that only look (status).
+//
+// A missing directory is not an error: nothing has run yet, and a store
+// that holds nothing says so.
 func OpenReadOnly(dir string) (*Store, error) {
-	if _, err := os.Stat(dir); err != nil {
+	if !filepath.IsAbs(dir) {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, err
+		}
+		dir = abs
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("state directory: %s is not a directory", dir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	return &Store{dir: dir, now: time.Now}, nil

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"strings"
 
@@ -13,16 +12,16 @@ import (
 
 // check exits 0 when every target passes, 1 with warnings, 2 on failure.
 func (c *cli) check(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs := c.flagSet("check")
 	asJSON := fs.Bool("json", false, "print JSON")
 	resolver := fs.String("resolver", "", "validating resolver host:port (default: [dns] resolver, then /etc/resolv.conf)")
-	targets, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	targets, code := c.parse(fs, args)
+	if code >= 0 {
+		return code
 	}
 	var cfg *config.Config
 	if len(targets) == 0 || c.configFlag != "" {
+		var err error
 		if cfg, err = c.loadConfig(); err != nil {
 			c.printError(err)
 			return 2
@@ -33,7 +32,7 @@ func (c *cli) check(ctx context.Context, args []string) int {
 		c.printError(err)
 		return 2
 	}
-	code := 0
+	code = 0
 	for _, r := range results {
 		switch r.Verdict {
 		case rollover.CheckFail:

@@ -88,8 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+		return c.usageError("no command given")
 	}
 	c.log = c.logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -122,6 +121,31 @@ type counter int
 func (c *counter) String() string   { return strconv.Itoa(int(*c)) }
 func (c *counter) Set(string) error { *c++; return nil }
 func (c *counter) IsBoolFlag() bool { return true }
+
+// flagSet makes a subcommand's flag set; it also takes -v, so that
+// "daneroll renew -v" works like "daneroll -v renew".
+func (c *cli) flagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var(&c.verbosity, "v", "verbose")
+	return fs
+}
+
+// parse parses a subcommand's arguments. It returns the positional
+// arguments and -1, or an exit code when the command should stop there
+// (help printed, or a usage error).
+func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, int) {
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(c.stdout, usage)
+		return nil, 0
+	}
+	if err != nil {
+		return nil, c.usageError(fs.Name() + ": " + err.Error())
+	}
+	c.log = c.logger()
+	return pos, -1
+}
 
 // parseInterleaved parses flags that may come before or after the
 // positional arguments ("renew mail --force"); "--" ends the flags.

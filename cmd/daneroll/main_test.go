@@ -43,6 +43,8 @@ func TestScript(t *testing.T) {
 		}),
 		Setup: setupCommon,
 		Cmds:  commands(),
+		// TESTSCRIPT_UPDATE=1 rewrites expected outputs after a deliberate change.
+		UpdateScripts: os.Getenv("TESTSCRIPT_UPDATE") != "",
 	})
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,17 +21,30 @@ import (
 )
 
 func (c *cli) renew(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("renew", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs := c.flagSet("renew")
 	var opts rollover.RenewOptions
 	fs.BoolVar(&opts.Force, "force", false, "renew even if not due")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "say what would be done, change nothing")
 	fs.BoolVar(&opts.NoWait, "no-wait", false, "save the state and exit instead of waiting")
-	names, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	names, code := c.parse(fs, args)
+	if code >= 0 {
+		return code
 	}
-	eng, err := c.engine()
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return c.fail(err)
+	}
+	open := store.Open
+	if opts.DryRun {
+		// A dry run changes nothing, not even by creating the state
+		// directory.
+		open = store.OpenReadOnly
+	}
+	st, err := open(cfg.StateDir)
+	if err != nil {
+		return c.fail(err)
+	}
+	eng, err := c.engineWith(cfg, st)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -44,14 +56,13 @@ func (c *cli) renew(ctx context.Context, args []string) int {
 }
 
 func (c *cli) rekey(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("rekey", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs := c.flagSet("rekey")
 	emergency := fs.Bool("emergency", false, "switch to the pre-published next key at once")
 	var opts rollover.RenewOptions
 	fs.BoolVar(&opts.NoWait, "no-wait", false, "save the state and exit instead of waiting")
-	names, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	names, code := c.parse(fs, args)
+	if code >= 0 {
+		return code
 	}
 	if len(names) != 1 {
 		return c.usageError("rekey takes exactly one certificate name")
@@ -101,12 +112,16 @@ func (c *cli) engine() (*rollover.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.engineFor(cfg)
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	return c.engineWith(cfg, st)
 }
 
-func (c *cli) engineFor(cfg *config.Config) (*rollover.Engine, error) {
+func (c *cli) engineWith(cfg *config.Config, st *store.Store) (*rollover.Engine, error) {
 	rep := newReporter(c.stdout)
-	return rollover.Build(cfg, rollover.Wiring{
+	return rollover.BuildWithStore(cfg, st, rollover.Wiring{
 		Logger:   c.log,
 		Reporter: rep,
 		Instruct: func(i manual.Instruction) {

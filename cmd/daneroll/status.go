@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -18,12 +17,11 @@ import (
 )
 
 func (c *cli) status(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs := c.flagSet("status")
 	asJSON := fs.Bool("json", false, "print JSON")
-	names, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	names, code := c.parse(fs, args)
+	if code >= 0 {
+		return code
 	}
 	cfg, err := c.loadConfig()
 	if err != nil {
@@ -31,10 +29,7 @@ func (c *cli) status(ctx context.Context, args []string) int {
 	}
 	st, err := store.OpenReadOnly(cfg.StateDir)
 	if err != nil {
-		// Nothing has run yet: every certificate is still to be issued.
-		if st, err = store.Open(cfg.StateDir); err != nil {
-			return c.fail(err)
-		}
+		return c.fail(err)
 	}
 	eng, err := rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
 	if err != nil {
@@ -138,16 +133,15 @@ func left(t time.Time) string {
 }
 
 func (c *cli) tlsa(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("tlsa", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs := c.flagSet("tlsa")
 	certFile := fs.String("cert", "", "certificate, chain or key file")
 	usage := fs.Uint("usage", 3, "certificate usage (0-3)")
 	selector := fs.Uint("selector", 1, "selector (0 full certificate, 1 SPKI)")
 	matching := fs.Uint("matching", 1, "matching type (0 full, 1 SHA-256, 2 SHA-512)")
 	owner := fs.String("name", "", "owner name, e.g. _25._tcp.mail.example.org")
-	names, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	names, code := c.parse(fs, args)
+	if code >= 0 {
+		return code
 	}
 	if *certFile != "" {
 		if len(names) > 0 {
@@ -161,9 +155,7 @@ func (c *cli) tlsa(ctx context.Context, args []string) int {
 	}
 	st, err := store.OpenReadOnly(cfg.StateDir)
 	if err != nil {
-		if st, err = store.Open(cfg.StateDir); err != nil {
-			return c.fail(err)
-		}
+		return c.fail(err)
 	}
 	eng, err := rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
 	if err != nil {

@@ -280,6 +280,22 @@ func TestPostfixKeyChangeWithoutAGap(t *testing.T) {
 			if err != nil || !rig.DANEVerified(fin) {
 				t.Errorf("posttls-finger does not verify DANE (%v):\n%s", err, fin)
 			}
+			// daneroll's own end-to-end check agrees, for the configured
+			// probes and for a target given on the command line.
+			for _, args := range [][]string{{"check"}, {"check", fmt.Sprintf("smtp://mail.example.test:%d?connect=127.0.0.1", w.port)}} {
+				r := runDaneroll(t, w.cfg, "", args...)
+				if r.code != 0 || !strings.Contains(r.out, "PASS smtp://mail.example.test") || !strings.Contains(r.out, "DNSSEC-validated") {
+					t.Errorf("daneroll %v: exit %d\n%s", args, r.code, r.out)
+				}
+			}
+			// With the records gone, check fails with exit code 2.
+			if err := w.deleteTLSA(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Duration(w.ttl+1) * time.Second)
+			if r := runDaneroll(t, w.cfg, "", "check"); r.code != 2 || !strings.Contains(r.out, "FAIL") {
+				t.Errorf("check without records: exit %d\n%s", r.code, r.out)
+			}
 		})
 	}
 }
@@ -298,4 +314,22 @@ func keyIDs(t testing.TB, state string) (current, next string) {
 		return spkiHex(k.Public())
 	}
 	return id(store.Current), id(store.Next)
+}
+
+// deleteTLSA removes the whole TLSA RRset behind daneroll's back.
+func (w *realWorld) deleteTLSA() error {
+	m := new(dns.Msg)
+	m.SetUpdate(w.bind.Zone)
+	rr := &dns.ANY{Hdr: dns.RR_Header{Name: w.owner(), Rrtype: dns.TypeTLSA, Class: dns.ClassANY}}
+	m.RemoveRRset([]dns.RR{rr})
+	m.SetTsig(w.bind.TSIGName, dns.Fqdn(w.bind.TSIGAlgorithm), 300, time.Now().Unix())
+	c := &dns.Client{Net: "tcp", TsigSecret: map[string]string{w.bind.TSIGName: w.bind.TSIGSecret}}
+	r, _, err := c.Exchange(m, w.bind.Addr)
+	if err != nil {
+		return err
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return fmt.Errorf("delete TLSA: %s", dns.RcodeToString[r.Rcode])
+	}
+	return nil
 }
