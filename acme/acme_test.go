@@ -482,3 +482,24 @@ func TestPickRenewal(t *testing.T) {
 		}
 	}
 }
+
+func TestTLSALPN01ValidatedForReal(t *testing.T) {
+	port, err := pebbletest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPebble(t, pebbletest.Options{DNSServer: aServer(t), TLSPort: port})
+	c, err := newClient(t, p.Directory, p.HTTPClient(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := GenerateKey("ec384")
+	crt, err := obtain(t, c, Request{Domains: []string{"alpn.example.test"}, Key: key,
+		Solver: Solver{Challenge: "tls-alpn-01", TLSALPN01Listen: "127.0.0.1:" + strconv.Itoa(port)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crt.Leaf.DNSNames[0] != "alpn.example.test" || !samePublicKey(crt.Leaf.PublicKey, key.Public()) {
+		t.Errorf("certificate %v", crt.Leaf.DNSNames)
+	}
+}

@@ -367,3 +367,34 @@ func TestKeyTypeChangeIsAHeldKeyChange(t *testing.T) {
 		t.Errorf("published %v, want %v: the old keys' records retired", got, want)
 	}
 }
+
+func TestARIWindowTriggersRenewal(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	e := w.engine(nil)
+	w.mustRenew(e, RenewOptions{}, "issued")
+	st := w.state()
+	if st.Renewal == nil || st.Renewal.Window == nil || !strings.Contains(st.Renewal.Reason, "ARI") {
+		t.Fatalf("schedule after issuance: %+v", st.Renewal)
+	}
+	if !st.Renewal.At.After(time.Now()) || st.Renewal.At.Before(st.Renewal.Window.Start) || st.Renewal.At.After(st.Renewal.Window.End) {
+		t.Errorf("renewal time %v not in the window %v", st.Renewal.At, st.Renewal.Window)
+	}
+	// The CA moves the window into the past (as after a mass revocation):
+	// the next run sees it — once its Retry-After allows a new look — and
+	// renews, sending "replaces".
+	live, _ := w.store.Live("mail")
+	start, end := time.Now().Add(-2*time.Hour).Truncate(time.Second), time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := w.pebble.SetRenewalWindow(context.Background(), live.Cert, start, end); err != nil {
+		t.Fatal(err)
+	}
+	w.mustRenew(e, RenewOptions{}, "nothing") // the CA's Retry-After has not passed yet
+	later := offsetClock{7 * time.Hour}
+	o := w.mustRenew(w.engine(later), RenewOptions{}, "renewed")
+	if !strings.Contains(o.Detail, "renewal window") || !strings.Contains(o.Detail, start.UTC().Format(time.RFC3339)) {
+		t.Errorf("renewal reason %q does not name the CA's window", o.Detail)
+	}
+	st2 := w.state()
+	if st2.Cert.Serial == st.Cert.Serial || st2.Current != st.Current {
+		t.Errorf("serial %s → %s, key %s → %s", st.Cert.Serial, st2.Cert.Serial, st.Current, st2.Current)
+	}
+}
