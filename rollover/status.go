@@ -59,6 +59,9 @@ type OwnerStatus struct {
 	Foreign []string `json:"foreign,omitempty"`
 	Signed  bool     `json:"signed"`
 	Servers int      `json:"servers"`
+	// Validated is the configured resolver's AD bit for the records, when
+	// a resolver is configured and answered with some.
+	Validated *bool `json:"validated,omitempty"`
 	Error   string   `json:"error,omitempty"`
 }
 
@@ -206,6 +209,19 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 		}
 		if zr != nil && !zr.Signed {
 			warnings = append(warnings, fmt.Sprintf("zone %s is not DNSSEC-signed: DANE clients ignore its TLSA records", zr.Zone))
+		}
+		if res := e.cfg.DNS.Resolver; res != "" && len(os.Records) > 0 {
+			look, err := dane.LookupTLSA(ctx, &dane.Querier{Timeout: 3 * time.Second}, res, fq)
+			switch {
+			case err != nil:
+				warnings = append(warnings, fmt.Sprintf("%s: the validating resolver %s: %v", strings.TrimSuffix(fq, "."), res, err))
+			case len(look.Records) > 0 && !look.Secure:
+				warnings = append(warnings, fmt.Sprintf("%s: the resolver %s answers without the AD bit: it does not validate, or the chain of trust to the zone is broken; DANE clients behind such a resolver ignore the records",
+					strings.TrimSuffix(fq, "."), res))
+			default:
+				secure := look.Secure
+				os.Validated = &secure
+			}
 		}
 		out = append(out, os)
 	}

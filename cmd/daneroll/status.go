@@ -92,7 +92,14 @@ func printStatus(c *cli, s rollover.CertStatus) {
 		if !o.Signed {
 			signed = "NOT signed"
 		}
-		row("tlsa", fmt.Sprintf("%s (%s, %d authoritative servers)", strings.TrimSuffix(o.Owner, "."), signed, o.Servers))
+		if o.Validated != nil && *o.Validated {
+			signed += ", validated by the resolver"
+		}
+		servers := fmt.Sprintf("%d authoritative servers", o.Servers)
+		if o.Servers == 1 {
+			servers = "1 authoritative server"
+		}
+		row("tlsa", fmt.Sprintf("%s (%s, %s)", strings.TrimSuffix(o.Owner, "."), signed, servers))
 		for _, r := range o.Records {
 			rd := r.Record[strings.Index(r.Record, "TLSA ")+5:]
 			row("", fmt.Sprintf("  %-7s %s  visible on %d/%d", r.Key, rd, r.Visible, o.Servers))
@@ -165,6 +172,15 @@ func (c *cli) tlsa(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
+	// What is wrong with what is published goes to stderr, so that stdout
+	// stays records.
+	if statuses, err := eng.Status(ctx, names); err == nil {
+		for _, s := range statuses {
+			for _, w := range s.Warnings {
+				fmt.Fprintf(c.stderr, "daneroll: warning: %s: %s\n", s.Name, w)
+			}
+		}
+	}
 	for _, cr := range all {
 		fmt.Fprintf(c.stdout, "; %s\n", cr.Name)
 		if cr.Note != "" {
@@ -174,7 +190,6 @@ func (c *cli) tlsa(ctx context.Context, args []string) int {
 			fmt.Fprintln(c.stdout, l)
 		}
 	}
-	_ = ctx
 	return 0
 }
 

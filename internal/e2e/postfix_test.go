@@ -280,6 +280,11 @@ func TestPostfixKeyChangeWithoutAGap(t *testing.T) {
 			if err != nil || !rig.DANEVerified(fin) {
 				t.Errorf("posttls-finger does not verify DANE (%v):\n%s", err, fin)
 			}
+			// status sees the records on BIND and validated by unbound.
+			if out := w.run("status"); !strings.Contains(out, "(signed, validated by the resolver, 1 authoritative server)") ||
+				!strings.Contains(out, "visible on 1/1") || strings.Contains(out, "warning") {
+				t.Errorf("status:\n%s", out)
+			}
 			// daneroll's own end-to-end check agrees, for the configured
 			// probes and for a target given on the command line.
 			for _, args := range [][]string{{"check"}, {"check", fmt.Sprintf("smtp://mail.example.test:%d?connect=127.0.0.1", w.port)}} {
