@@ -381,21 +381,29 @@ func (e *Engine) publish(ctx context.Context, c *config.Certificate, st *State) 
 			return err
 		}
 		p := dane.PlanOwner(fq, wanted[fq], published, ks)
-		for _, rr := range p.Add {
-			e.rep.Progress(c.Name, "publish", "add "+rrLine(rr))
-			if err := d.Publisher.Add(ctx, rr); err != nil {
-				return fmt.Errorf("%s: add %s: %w", d.Publisher, rrLine(rr), err)
-			}
-			// The record was missing: whatever was known about its key
-			// being visible here no longer holds.
-			for _, k := range st.Keys {
-				if dane.MatchesSPKI(rr, k.SPKI) {
-					delete(k.SafeAt, fq)
-				}
-			}
+		if err := e.add(ctx, c, st, d.Publisher, "publish", p.Add); err != nil {
+			return err
 		}
 		for _, rr := range p.Foreign {
 			e.log.Info("leaving alone a record of a key daneroll does not manage", "cert", c.Name, "record", rrLine(rr))
+		}
+	}
+	return nil
+}
+
+// add publishes records. A record that had to be added was missing, so
+// whatever was known about its key being visible at that name no longer
+// holds: the key must be confirmed and held again before it is served.
+func (e *Engine) add(ctx context.Context, c *config.Certificate, st *State, pub dane.Publisher, step string, rrs []*dns.TLSA) error {
+	for _, rr := range rrs {
+		e.rep.Progress(c.Name, step, "add "+rrLine(rr))
+		if err := pub.Add(ctx, rr); err != nil {
+			return fmt.Errorf("%s: add %s: %w", pub, rrLine(rr), err)
+		}
+		for _, k := range st.Keys {
+			if dane.MatchesSPKI(rr, k.SPKI) {
+				delete(k.SafeAt, rr.Hdr.Name)
+			}
 		}
 	}
 	return nil
@@ -670,16 +678,8 @@ func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) e
 			return err
 		}
 		p := dane.PlanOwner(fq, wanted[fq], published, ks)
-		for _, rr := range p.Add {
-			e.rep.Progress(c.Name, "retire", "add "+rrLine(rr))
-			if err := d.Publisher.Add(ctx, rr); err != nil {
-				return fmt.Errorf("%s: add %s: %w", d.Publisher, rrLine(rr), err)
-			}
-			for _, k := range st.Keys {
-				if dane.MatchesSPKI(rr, k.SPKI) {
-					delete(k.SafeAt, fq)
-				}
-			}
+		if err := e.add(ctx, c, st, d.Publisher, "retire", p.Add); err != nil {
+			return err
 		}
 		for _, rr := range p.Delete {
 			e.rep.Progress(c.Name, "retire", "delete "+rrLine(rr))

@@ -23,15 +23,7 @@ func (c *cli) status(ctx context.Context, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	cfg, err := c.loadConfig()
-	if err != nil {
-		return c.fail(err)
-	}
-	st, err := store.OpenReadOnly(cfg.StateDir)
-	if err != nil {
-		return c.fail(err)
-	}
-	eng, err := rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
+	eng, err := c.lookingEngine()
 	if err != nil {
 		return c.fail(err)
 	}
@@ -54,6 +46,20 @@ func (c *cli) status(ctx context.Context, args []string) int {
 		printStatus(c, s)
 	}
 	return 0
+}
+
+// lookingEngine is an engine for commands that only look: it creates no
+// state directory and takes no lock.
+func (c *cli) lookingEngine() (*rollover.Engine, error) {
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.OpenReadOnly(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	return rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
 }
 
 func printStatus(c *cli, s rollover.CertStatus) {
@@ -156,15 +162,7 @@ func (c *cli) tlsa(ctx context.Context, args []string) int {
 		}
 		return c.tlsaForFile(*certFile, *usage, *selector, *matching, *owner)
 	}
-	cfg, err := c.loadConfig()
-	if err != nil {
-		return c.fail(err)
-	}
-	st, err := store.OpenReadOnly(cfg.StateDir)
-	if err != nil {
-		return c.fail(err)
-	}
-	eng, err := rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
+	eng, err := c.lookingEngine()
 	if err != nil {
 		return c.fail(err)
 	}
