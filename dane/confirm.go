@@ -182,13 +182,13 @@ func (e *TimeoutError) Error() string {
 }
 
 // Wait polls until every authoritative server serves wants, with backoff
-// from one second to thirty, and returns the confirming report. A round
+// from a fifth of a second to thirty, and returns the confirming report. A round
 // that fails (a lost packet while finding the zone's servers) is retried
 // like a lagging server. It gives up with a *TimeoutError after timeout, or
 // when ctx ends.
 func (c *Confirmer) Wait(ctx context.Context, wants []Want, timeout time.Duration) (*Report, error) {
 	start := c.now()
-	delay := time.Second
+	delay := 200 * time.Millisecond
 	d := &discovery{}
 	for {
 		rep, err := c.check(ctx, wants, d)
