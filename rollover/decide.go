@@ -222,7 +222,9 @@ func (e *Engine) schedule(ctx context.Context, c *config.Certificate, st *State,
 		st.Renewal = fallback
 		return
 	case err != nil:
-		e.log.Warn("cannot ask the CA for renewal information; keeping the schedule", "cert", c.Name, "err", err)
+		if !errors.Is(err, errLookOnly) {
+			e.log.Warn("cannot ask the CA for renewal information; keeping the schedule", "cert", c.Name, "err", err)
+		}
 		if r == nil || r.Serial != st.Cert.Serial {
 			fallback.NextCheck = now.Add(time.Hour)
 			st.Renewal = fallback

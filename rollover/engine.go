@@ -120,7 +120,13 @@ type Engine struct {
 	rep   Reporter
 
 	acme ACMEClient // made on first use
+	// lookOnly is set for dry runs: nothing may be written, not even an
+	// ACME account, so the CA is not asked at all.
+	lookOnly bool
 }
+
+// errLookOnly keeps a dry run away from the CA.
+var errLookOnly = errors.New("a dry run does not contact the CA")
 
 // New returns an engine.
 func New(opts Options) *Engine {
@@ -175,6 +181,8 @@ func (e *Engine) Renew(ctx context.Context, names []string, opts RenewOptions) (
 		return nil, err
 	}
 	if opts.DryRun {
+		e.lookOnly = true
+		defer func() { e.lookOnly = false }()
 		var out []Outcome
 		for _, c := range certs {
 			out = append(out, e.dryRun(ctx, c, opts))
@@ -365,6 +373,9 @@ func (e *Engine) save(c *config.Certificate, st *State) error {
 func (e *Engine) acmeClient(ctx context.Context) (ACMEClient, error) {
 	if e.acme != nil {
 		return e.acme, nil
+	}
+	if e.lookOnly {
+		return nil, errLookOnly
 	}
 	c, err := e.opts.ACME(ctx)
 	if err != nil {

@@ -398,3 +398,24 @@ func TestARIWindowTriggersRenewal(t *testing.T) {
 		t.Errorf("serial %s → %s, key %s → %s", st.Cert.Serial, st2.Cert.Serial, st.Current, st2.Current)
 	}
 }
+
+func TestDryRunDoesNotContactTheCA(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	w.mustRenew(w.engine(nil), RenewOptions{}, "issued")
+	accounts := filepath.Join(w.cfg.StateDir, "accounts")
+	if err := os.RemoveAll(accounts); err != nil {
+		t.Fatal(err)
+	}
+	w.pebble.Close() // a dry run must not need the CA at all
+	before, _ := os.ReadFile(filepath.Join(w.cfg.StateDir, store.JournalPath("mail")))
+	o := w.renew(w.engine(nil), RenewOptions{DryRun: true, Force: true})
+	if o.Action != "would renew" || o.Err != nil {
+		t.Fatalf("dry run: %+v", o)
+	}
+	if _, err := os.Stat(accounts); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dry run created an ACME account: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(w.cfg.StateDir, store.JournalPath("mail"))); !bytes.Equal(before, after) {
+		t.Error("a dry run changed the journal")
+	}
+}

@@ -106,6 +106,15 @@ func (e *Engine) advance(ctx context.Context, c *config.Certificate, st *State, 
 				return Outcome{Name: c.Name, Action: "failed", Err: serr}
 			}
 			return Outcome{Name: c.Name, Action: "waiting", Detail: w.what, ResumeAt: w.until}
+		case err != nil && ctx.Err() != nil:
+			// Interrupted (Ctrl-C, SIGTERM): the step is redone next time.
+			if serr := e.save(c, st); serr != nil {
+				return Outcome{Name: c.Name, Action: "failed", Err: serr}
+			}
+			return Outcome{Name: c.Name, Action: "failed", Err: &HintError{
+				Err:    fmt.Errorf("%s: interrupted at step %s of %s; the state is saved", c.Name, step, kind),
+				Advice: "run daneroll renew again to continue where it stopped",
+			}}
 		case err != nil:
 			var rb *RolledBackError
 			if errors.As(err, &rb) {
@@ -463,10 +472,6 @@ func (e *Engine) confirm(ctx context.Context, c *config.Certificate, st *State, 
 	}
 	if err != nil {
 		return err
-	}
-	if !st.Txn.ConfirmedAt.IsZero() && cleanup {
-		// A second confirmation (after retire) stands on its own.
-		st.Txn.ConfirmedAt = time.Time{}
 	}
 	st.Txn.ConfirmedAt = rep.At
 	hold := dane.HoldFor(e.cfg.DNS.HoldFactor, st.Txn.HoldTTL, rep)
