@@ -121,7 +121,7 @@ func TestBadConfigs(t *testing.T) {
 		{"tlsa without publisher", cert + "tlsa = [\"_25._tcp.a.example.org\"]\n", `tlsa records need a publisher`, 4},
 		{"bad tlsa owner", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa = [\"a.example.org\"]\n", `is not _PORT._PROTO.HOST`, 7},
 		{"tlsa params 2 1 1", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa_params = [\"2 1 1\"]\n", `only 3 (DANE-EE) is managed`, 7},
-		{"missing token file", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/nope\"\n", `api_token_file: stat`, 3},
+		{"missing token file", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/nope\"\n", `/nope: no such file or directory`, 3},
 		{"world-readable token", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + worldReadable + "\"\n", `is readable by everyone (mode 0644)`, 3},
 		{"token env not set", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_env = \"DANEROLL_TEST_EMPTY\"\n", `environment variable DANEROLL_TEST_EMPTY is not set`, 3},
 		{"no token at all", "[dns.publisher.cf]\ntype = \"cloudflare\"\n", `missing api_token_file`, 1},
