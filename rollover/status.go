@@ -61,8 +61,8 @@ type OwnerStatus struct {
 	Servers int      `json:"servers"`
 	// Validated is the configured resolver's AD bit for the records, when
 	// a resolver is configured and answered with some.
-	Validated *bool `json:"validated,omitempty"`
-	Error   string   `json:"error,omitempty"`
+	Validated *bool  `json:"validated,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // RecordStatus is one wanted record.
