@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,23 +31,7 @@ import (
 var pebbleBin string
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if !testing.Short() || os.Getenv("DANEROLL_PEBBLE_IN_SHORT") != "" {
-		dir, err := os.MkdirTemp("", "daneroll-pebble-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		pebbleBin, err = pebbletest.Build(dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
+	pebbletest.Main(m, testing.Short, &pebbleBin)
 }
 
 func startPebble(t *testing.T, opts pebbletest.Options) *pebbletest.Pebble {

@@ -17,6 +17,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -357,4 +358,28 @@ func makeTLS(dir string) (certFile, keyFile, rootsFile string, err error) {
 		}
 	}
 	return
+}
+
+// Main is a TestMain for packages whose tests need Pebble: unless the
+// tests run with -short, it builds Pebble into a temporary directory and
+// points *bin at it, runs the tests, cleans up and exits. Tests skip when
+// *bin is empty.
+func Main(m interface{ Run() int }, short func() bool, bin *string) {
+	flag.Parse()
+	if short() {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "daneroll-pebble-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if *bin, err = Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
