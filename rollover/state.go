@@ -132,6 +132,9 @@ type Txn struct {
 	NewSet  string `json:"new_set,omitempty"`
 	// Retired are the key IDs whose records the retire step removes.
 	Retired []string `json:"retired,omitempty"`
+	// RetireChanged is set when the retire step added or removed records,
+	// which the step after it then confirms.
+	RetireChanged bool `json:"retire_changed,omitempty"`
 }
 
 // keyID is the hex SHA-256 of a public key's SPKI, the digest of its

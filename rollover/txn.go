@@ -443,6 +443,9 @@ func rrLine(rr dns.RR) string {
 // (and, after retire, no longer serves the retired ones), then records from
 // when on each key is safe to serve.
 func (e *Engine) confirm(ctx context.Context, c *config.Certificate, st *State, opts RenewOptions, cleanup bool) error {
+	if cleanup && !st.Txn.RetireChanged {
+		return nil // nothing was added or removed: nothing to confirm
+	}
 	d, err := e.dns(c)
 	if err != nil {
 		return err
@@ -683,6 +686,9 @@ func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) e
 			return err
 		}
 		p := dane.PlanOwner(fq, wanted[fq], published, ks)
+		if !p.Empty() {
+			st.Txn.RetireChanged = true
+		}
 		if err := e.add(ctx, c, st, d.Publisher, "retire", p.Add); err != nil {
 			return err
 		}

@@ -84,7 +84,7 @@ var buildMu sync.Mutex // serializes builds into the same directory
 func Build(dir string) (string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	bin := filepath.Join(dir, "pebble")
+	bin := filepath.Join(dir, "pebble-server") // not "pebble", a name callers like for Start's Dir
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/letsencrypt/pebble/v2/cmd/pebble")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
