@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/daneroll/daneroll/acme"
 	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/dane"
@@ -113,29 +111,24 @@ func (e *Engine) recordsDue(ctx context.Context, c *config.Certificate, st *Stat
 	if err != nil {
 		return decision{}, err
 	}
-	wanted := records(c, e.wantedKeys(st))
-	ks := e.keySets(st, st.protectedKeys())
 	var missing, stale []string
-	nextMissing := false
+	nextOnly := true // every missing record is the next key's
+	next := st.key(st.Next)
 	for _, owner := range c.TLSA {
-		fq := dns.Fqdn(owner)
-		published, err := tlsaOf(ctx, d.Publisher, fq)
+		p, _, err := e.planOwner(ctx, c, st, d.Publisher, owner)
 		if err != nil {
 			return decision{}, err
 		}
-		p := dane.PlanOwner(fq, wanted[fq], published, ks)
 		for _, rr := range p.Add {
 			missing = append(missing, rrLine(rr))
-			if k := st.key(st.Next); k != nil && dane.MatchesSPKI(rr, k.SPKI) {
-				nextMissing = true
-			}
+			nextOnly = nextOnly && next != nil && dane.MatchesSPKI(rr, next.SPKI)
 		}
 		for _, rr := range p.Delete {
 			stale = append(stale, rrLine(rr))
 		}
 	}
 	switch {
-	case len(missing) > 0 && nextMissing && len(missing) == countNext(missing, st, c):
+	case len(missing) > 0 && nextOnly:
 		return decision{KindPublishNext, "the next key's records are missing: " + strings.Join(missing, "; ")}, nil
 	case len(missing) > 0:
 		return decision{KindRepair, "records missing: " + strings.Join(missing, "; ")}, nil
@@ -143,23 +136,6 @@ func (e *Engine) recordsDue(ctx context.Context, c *config.Certificate, st *Stat
 		return decision{KindRepair, "records of retired keys still published: " + strings.Join(stale, "; ")}, nil
 	}
 	return decision{}, nil
-}
-
-// countNext counts how many of the missing records are the next key's.
-func countNext(missing []string, st *State, c *config.Certificate) int {
-	k := st.key(st.Next)
-	if k == nil {
-		return 0
-	}
-	n := 0
-	for _, rrs := range records(c, []*KeyInfo{k}) {
-		for _, rr := range rrs {
-			if slices.Contains(missing, rrLine(rr)) {
-				n++
-			}
-		}
-	}
-	return n
 }
 
 // renewalDue says whether the live certificate must be renewed now, and

@@ -143,7 +143,6 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 	wanted := records(c, wantedKeys)
 	rep, repErr := d.Confirmer.Check(ctx, e.wants(c, st, nil))
 	var chain = e.liveChain(c, st)
-	ks := e.keySets(st, st.protectedKeys())
 	var out []OwnerStatus
 	for _, owner := range c.TLSA {
 		fq := dns.Fqdn(owner)
@@ -183,11 +182,10 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 			}
 			os.Records = append(os.Records, rs)
 		}
-		published, err := tlsaOf(ctx, d.Publisher, fq)
+		p, published, err := e.planOwner(ctx, c, st, d.Publisher, fq)
 		if err != nil {
 			os.Error = err.Error()
 		} else {
-			p := dane.PlanOwner(fq, wanted[fq], published, ks)
 			for _, rr := range p.Delete {
 				os.Stale = append(os.Stale, rrLine(rr))
 			}

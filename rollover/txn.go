@@ -381,15 +381,11 @@ func (e *Engine) publish(ctx context.Context, c *config.Certificate, st *State) 
 	if err != nil {
 		return err
 	}
-	wanted := records(c, e.wantedKeys(st))
-	ks := e.keySets(st, st.protectedKeys())
 	for _, owner := range c.TLSA {
-		fq := dns.Fqdn(owner)
-		published, err := tlsaOf(ctx, d.Publisher, fq)
+		p, _, err := e.planOwner(ctx, c, st, d.Publisher, owner)
 		if err != nil {
 			return err
 		}
-		p := dane.PlanOwner(fq, wanted[fq], published, ks)
 		if err := e.add(ctx, c, st, d.Publisher, "publish", p.Add); err != nil {
 			return err
 		}
@@ -432,11 +428,25 @@ func tlsaOf(ctx context.Context, p dane.Publisher, owner string) ([]*dns.TLSA, e
 	return out, nil
 }
 
-func rrLine(rr dns.RR) string {
-	c := dns.Copy(rr)
-	h := c.Header()
-	return strings.Join(strings.Fields(fmt.Sprintf("%s %d IN %s %s", h.Name, h.Ttl, dns.TypeToString[h.Rrtype],
-		strings.TrimPrefix(c.String(), h.String()))), " ")
+// planOwner compares what the publisher has at owner with the records of
+// the keys that are served or may soon be.
+func (e *Engine) planOwner(ctx context.Context, c *config.Certificate, st *State, pub dane.Publisher, owner string) (dane.OwnerPlan, []*dns.TLSA, error) {
+	fq := dns.Fqdn(owner)
+	published, err := tlsaOf(ctx, pub, fq)
+	if err != nil {
+		return dane.OwnerPlan{}, nil, err
+	}
+	wanted := records(c, e.wantedKeys(st))
+	return dane.PlanOwner(fq, wanted[fq], published, e.keySets(st, st.protectedKeys())), published, nil
+}
+
+// rrLine is a record as a zone-file line.
+func rrLine(rr *dns.TLSA) string {
+	t, err := dane.FromRR(rr)
+	if err != nil {
+		return dane.RRText(rr)
+	}
+	return dane.ZoneLine(rr.Hdr.Name, rr.Hdr.Ttl, t)
 }
 
 // confirm waits until every authoritative server serves the wanted records
@@ -656,22 +666,10 @@ func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) e
 	if err != nil {
 		return err
 	}
-	// Only what is current, next or live is protected now: the previous
-	// key is no longer served (verify saw to that).
-	var protected []string
-	for _, id := range []string{st.Current, st.Next, st.servedKey()} {
-		if id != "" && !contains(protected, id) {
-			protected = append(protected, id)
-		}
-	}
-	var keep []*KeyInfo
-	for _, id := range protected {
-		if k := st.key(id); k != nil {
-			keep = append(keep, k)
-		}
-	}
-	wanted := records(c, keep)
-	ks := e.keySets(st, protected)
+	// The protected keys are now current, next and live (the target is
+	// live since the deploy): the previous key is no longer served, verify
+	// saw to that.
+	//
 	// Before adding a new key's records, note what resolvers may hold.
 	rep, err := d.Confirmer.Check(ctx, e.wants(c, st, nil))
 	if err != nil {
@@ -680,12 +678,10 @@ func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) e
 	st.Txn.HoldTTL = max(st.Txn.HoldTTL, dane.CachedTTL(rep, true))
 	var retired []string
 	for _, owner := range c.TLSA {
-		fq := dns.Fqdn(owner)
-		published, err := tlsaOf(ctx, d.Publisher, fq)
+		p, _, err := e.planOwner(ctx, c, st, d.Publisher, owner)
 		if err != nil {
 			return err
 		}
-		p := dane.PlanOwner(fq, wanted[fq], published, ks)
 		if !p.Empty() {
 			st.Txn.RetireChanged = true
 		}

@@ -72,7 +72,7 @@ func TestProbeUntilSaysWhatItLastSaw(t *testing.T) {
 
 func TestProbeUntilServerDown(t *testing.T) {
 	e := endpointAt(t, "smtp", closedAddr(t))
-	res, err := ProbeUntil(context.Background(), e, ProbeOptions{Timeout: 20 * time.Second}, 500*time.Millisecond, func(*ProbeResult) bool { return true })
+	res, err := ProbeUntil(context.Background(), e, ProbeOptions{Timeout: 20 * time.Second}, 2*time.Second, func(*ProbeResult) bool { return true }) // room for a loaded machine
 	checkProbeError(t, err, e, "last probe: connect "+e.DialAddr()+": connection refused")
 	if res != nil {
 		t.Errorf("returned %v with no successful probe", res)
