@@ -81,33 +81,3 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
-
-// mkdirPrivate creates dir and its missing parents with mode 0700 and makes
-// sure dir itself is 0700 even if it existed with a wider mode.
-//
-// A directory it creates is made durable (its parent synced), so that a
-// rename into it that survives a crash does not point into nothing.
-func mkdirPrivate(dir string) error {
-	fi, err := os.Stat(dir)
-	if err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		if fi.Mode().Perm() != 0o700 {
-			return os.Chmod(dir, 0o700)
-		}
-		return nil
-	}
-	if !os.IsNotExist(err) {
-		return err
-	}
-	if parent := filepath.Dir(dir); parent != dir {
-		if err := mkdirPrivate(parent); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
-		return err
-	}
-	return syncDir(filepath.Dir(dir))
-}

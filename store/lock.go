@@ -38,9 +38,28 @@ type Lock struct {
 // gets a *LockedError naming the holder and must change nothing.
 func (s *Store) Lock() (*Lock, error) {
 	path := s.path("lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// Never through a symlink: someone who planted one would have daneroll
+	// truncate whatever it points to.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, &UntrustedError{Path: path, Reason: "is a symlink; daneroll does not follow links inside its state directory",
+				Advice: "remove it; daneroll creates its lock file itself"}
+		}
 		return nil, fmt.Errorf("lock: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &UntrustedError{Path: path, Reason: "is not a regular file", Advice: "remove it; daneroll creates its lock file itself"}
+	}
+	if err := trustOwner(path, fi, 0o022, "writable by group or others"); err != nil {
+		f.Close()
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
@@ -59,7 +78,7 @@ func (s *Store) Lock() (*Lock, error) {
 
 func readHolder(path string) *LockedError {
 	le := &LockedError{Path: path}
-	data, err := os.ReadFile(path)
+	data, err := readTrusted(path, 0o022, 4096)
 	if err != nil {
 		return le
 	}

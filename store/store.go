@@ -16,16 +16,29 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // Store is a state directory.
+//
+// Everything daneroll reads from it must have been written by daneroll's
+// own user: the state directory and every directory below it must be owned
+// by the effective user and not writable by group or others, keys must be
+// 0600 and owned by the user, links and set IDs must be the ones daneroll
+// makes. Anything else is refused with an [*UntrustedError] naming the path.
 type Store struct {
 	dir string
 	now func() time.Time
+
+	mu sync.Mutex // guards checked
+	// checked holds the directories found trustworthy, so that each is
+	// looked at once per process.
+	checked map[string]bool
 }
 
-// Open prepares the state directory dir (creating it 0700 if needed).
+// Open prepares the state directory dir. A missing one is created 0700 (its
+// missing parents 0755); an existing one is never changed, only checked.
 func Open(dir string) (*Store, error) {
 	if !filepath.IsAbs(dir) {
 		abs, err := filepath.Abs(dir)
@@ -34,10 +47,23 @@ func Open(dir string) (*Store, error) {
 		}
 		dir = abs
 	}
-	if err := mkdirPrivate(dir); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := createRoot(dir); err != nil {
+			return nil, fmt.Errorf("state directory: %w", err)
+		}
+	}
+	if err := checkRoot(dir); err != nil {
+		return nil, stateDirError(err)
 	}
 	return &Store{dir: dir, now: time.Now}, nil
+}
+
+func stateDirError(err error) error {
+	var ue *UntrustedError
+	if errors.As(err, &ue) {
+		return &UntrustedError{Path: ue.Path, Reason: "state directory " + ue.Reason, Advice: ue.Advice}
+	}
+	return fmt.Errorf("state directory: %w", err)
 }
 
 // OpenReadOnly opens an existing state directory without creating
@@ -53,10 +79,8 @@ func OpenReadOnly(dir string) (*Store, error) {
 		}
 		dir = abs
 	}
-	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		return nil, fmt.Errorf("state directory: %s is not a directory", dir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("state directory: %w", err)
+	if err := checkRoot(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, stateDirError(err)
 	}
 	return &Store{dir: dir, now: time.Now}, nil
 }
@@ -80,9 +104,16 @@ func (s *Store) KeyPath(name, slot string) string {
 }
 
 // ReadKey reads a key slot. A missing key gives an error that matches
-// os.ErrNotExist.
+// os.ErrNotExist; a key file that is a symlink, is not owned by the
+// effective user or is readable by others is refused.
 func (s *Store) ReadKey(name, slot string) (crypto.Signer, error) {
-	data, err := os.ReadFile(s.KeyPath(name, slot))
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	if err := s.checkDirs(filepath.Join("keys", name)); err != nil {
+		return nil, err
+	}
+	data, err := ReadPrivate(s.KeyPath(name, slot))
 	if err != nil {
 		return nil, err
 	}
@@ -99,8 +130,10 @@ func (s *Store) WriteKey(name, slot string, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	dir := s.path("keys", name)
-	if err := mkdirPrivate(dir); err != nil {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := s.mkdirs(filepath.Join("keys", name)); err != nil {
 		return err
 	}
 	return WriteFile(s.KeyPath(name, slot), data, 0o600)
@@ -108,6 +141,9 @@ func (s *Store) WriteKey(name, slot string, key crypto.Signer) error {
 
 // RemoveKey deletes a key slot; a missing slot is not an error.
 func (s *Store) RemoveKey(name, slot string) error {
+	if err := s.checkDirs(filepath.Join("keys", name)); err != nil {
+		return err
+	}
 	err := os.Remove(s.KeyPath(name, slot))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -235,8 +271,11 @@ func (s *Store) Install(name string, set *Set) (string, error) {
 	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
 		return "", fmt.Errorf("install %s: the certificate is not for the key", name)
 	}
+	if err := validName(name); err != nil {
+		return "", err
+	}
 	adir := s.archiveDir(name)
-	if err := mkdirPrivate(adir); err != nil {
+	if err := s.mkdirs(filepath.Join("archive", name)); err != nil {
 		return "", err
 	}
 	// Directories of installs that were killed half-way hold private keys:
@@ -292,6 +331,9 @@ func (s *Store) Install(name string, set *Set) (string, error) {
 
 // Sets lists the archived set IDs of name, oldest first.
 func (s *Store) Sets(name string) ([]string, error) {
+	if err := s.checkDirs(filepath.Join("archive", name)); err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(s.archiveDir(name))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -301,7 +343,7 @@ func (s *Store) Sets(name string) ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() {
+		if ValidSetID(e.Name()) && e.IsDir() {
 			ids = append(ids, e.Name())
 		}
 	}
@@ -317,11 +359,20 @@ func (s *Store) Sets(name string) ([]string, error) {
 // Switch makes the archived set id live for name in one atomic step: the
 // symlink STATE/live/NAME is replaced by rename.
 func (s *Store) Switch(name, id string) error {
-	if _, err := os.Stat(filepath.Join(s.archiveDir(name), id, FileFullChain)); err != nil {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if !ValidSetID(id) {
+		return fmt.Errorf("switch %s: %q is not a set ID", name, id)
+	}
+	if err := s.checkDirs(filepath.Join("archive", name, id)); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(filepath.Join(s.archiveDir(name), id, FileFullChain)); err != nil {
 		return fmt.Errorf("switch %s to set %s: %w", name, id, err)
 	}
 	ldir := s.path("live")
-	if err := mkdirPrivate(ldir); err != nil {
+	if err := s.mkdirs("live"); err != nil {
 		return err
 	}
 	live := s.LiveDir(name)
@@ -340,16 +391,41 @@ func (s *Store) Switch(name, id string) error {
 	return syncDir(ldir)
 }
 
-// LiveID returns the ID of the live set, or "" when none is live.
+// LiveID returns the ID of the live set, or "" when none is live. The link
+// must be exactly the one Switch makes, ../archive/NAME/ID: a link anywhere
+// else would make daneroll protect, and report, a key it does not serve.
 func (s *Store) LiveID(name string) (string, error) {
-	target, err := os.Readlink(s.LiveDir(name))
+	if err := validName(name); err != nil {
+		return "", err
+	}
+	if err := s.checkDirs("live"); err != nil {
+		return "", err
+	}
+	live := s.LiveDir(name)
+	fi, err := os.Lstat(live)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	return filepath.Base(target), nil
+	if fi.Mode()&os.ModeSymlink == 0 {
+		return "", &UntrustedError{Path: live, Reason: "is not the symlink daneroll makes", Advice: "move it away; daneroll switches sets by replacing a symlink"}
+	}
+	if err := trustOwner(live, fi, 0, ""); err != nil {
+		return "", err
+	}
+	target, err := os.Readlink(live)
+	if err != nil {
+		return "", err
+	}
+	prefix := "../archive/" + name + "/"
+	id, ok := strings.CutPrefix(target, prefix)
+	if !ok || !ValidSetID(id) {
+		return "", &UntrustedError{Path: live, Reason: fmt.Sprintf("points to %q, not to %sNNNN as daneroll links it", target, prefix),
+			Advice: "check what changed it; daneroll renew --force re-links it to a set of its own"}
+	}
+	return id, nil
 }
 
 // Live reads the live set, or returns (nil, nil) when there is none. The
@@ -363,29 +439,44 @@ func (s *Store) Live(name string) (*Set, error) {
 	return s.Set(name, id)
 }
 
-// Set reads an archived set.
+// Set reads an archived set. Its directory and files must be daneroll's
+// (see [Store]); the key file must be private.
 func (s *Store) Set(name, id string) (*Set, error) {
-	root, err := os.OpenRoot(filepath.Join(s.archiveDir(name), id))
-	if err != nil {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	if !ValidSetID(id) {
+		return nil, fmt.Errorf("set %s/%q: not a set ID", name, id)
+	}
+	rel := filepath.Join("archive", name, id)
+	if err := s.checkDirs(rel); err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(s.path(rel)); err != nil {
 		return nil, fmt.Errorf("set %s/%s: %w", name, id, err)
 	}
-	defer root.Close()
 	set := &Set{ID: id}
 	for _, f := range []struct {
-		name string
-		dst  *[]byte
-	}{{FilePrivKey, &set.Key}, {FileCert, &set.Cert}, {FileChain, &set.Chain}} {
-		if *f.dst, err = root.ReadFile(f.name); err != nil {
+		name      string
+		dst       *[]byte
+		forbidden os.FileMode
+	}{{FilePrivKey, &set.Key, 0o077}, {FileCert, &set.Cert, 0o022}, {FileChain, &set.Chain, 0o022}} {
+		data, err := readTrusted(s.path(rel, f.name), f.forbidden, maxKeyFile)
+		if err != nil {
 			return nil, fmt.Errorf("set %s/%s: %w", name, id, err)
 		}
+		*f.dst = data
 	}
 	return set, nil
 }
 
 // ReadJSON reads STATE/rel into v; it reports false when the file does not
-// exist.
+// exist. The file must be daneroll's (see [Store]) and of a sane size.
 func (s *Store) ReadJSON(rel string, v any) (bool, error) {
-	data, err := os.ReadFile(s.path(rel))
+	if err := s.checkDirs(filepath.Dir(rel)); err != nil {
+		return false, err
+	}
+	data, err := readTrusted(s.path(rel), 0o022, maxStateFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -405,7 +496,7 @@ func (s *Store) WriteJSON(rel string, v any) error {
 		return err
 	}
 	p := s.path(rel)
-	if err := mkdirPrivate(filepath.Dir(p)); err != nil {
+	if err := s.mkdirs(filepath.Dir(rel)); err != nil {
 		return err
 	}
 	return WriteFile(p, append(data, '\n'), 0o600)
@@ -413,6 +504,9 @@ func (s *Store) WriteJSON(rel string, v any) error {
 
 // Remove deletes STATE/rel durably; a missing file is not an error.
 func (s *Store) Remove(rel string) error {
+	if err := s.checkDirs(filepath.Dir(rel)); err != nil {
+		return err
+	}
 	err := os.Remove(s.path(rel))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -437,9 +531,18 @@ func (s *Store) AccountDir(directory, email string) (string, error) {
 	if email == "" {
 		email = "default"
 	}
-	dir := s.path("accounts", url.PathEscape(host), url.PathEscape(email))
-	if err := mkdirPrivate(dir); err != nil {
+	rel := filepath.Join("accounts", pathElem(host), pathElem(email))
+	if err := s.mkdirs(rel); err != nil {
 		return "", err
 	}
-	return dir, nil
+	return s.path(rel), nil
+}
+
+// pathElem makes s one harmless path element.
+func pathElem(s string) string {
+	e := url.PathEscape(s)
+	if e == "." || e == ".." {
+		e = strings.ReplaceAll(e, ".", "%2E")
+	}
+	return e
 }
