@@ -186,7 +186,7 @@ const (
 func loadAccount(dir, email string) (*account, error) {
 	a := &account{Email: email, dir: dir}
 	keyPath := filepath.Join(dir, accountKeyFile)
-	data, err := os.ReadFile(keyPath)
+	data, err := store.ReadPrivate(keyPath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -208,7 +208,7 @@ func loadAccount(dir, email string) (*account, error) {
 			return nil, fmt.Errorf("acme: account key %s: %w", keyPath, err)
 		}
 	}
-	data, err = os.ReadFile(filepath.Join(dir, accountJSONFile))
+	data, err = store.ReadState(filepath.Join(dir, accountJSONFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -311,6 +312,12 @@ func (e *Engine) load(c *config.Certificate) (*State, error) {
 	}
 	if st.Version > stateVersion {
 		return nil, fmt.Errorf("%s: journal version %d is newer than this daneroll understands (%d)", c.Name, st.Version, stateVersion)
+	}
+	if err := st.validate(); err != nil {
+		return nil, &HintError{
+			Err:    fmt.Errorf("%s: journal %s: %w", c.Name, filepath.Join(e.st.Dir(), store.JournalPath(c.Name)), err),
+			Advice: "daneroll did not write this; restore the file from a backup, or move it away to start the certificate's state afresh from its key files and live set",
+		}
 	}
 	st.Version = stateVersion
 	now := e.clock.Now()

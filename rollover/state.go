@@ -1,11 +1,14 @@
 package rollover
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/daneroll/daneroll/acme"
@@ -225,4 +228,90 @@ func certInfo(set *store.Set) (*CertInfo, error) {
 		Issuer:    leaf.Issuer.CommonName,
 		Key:       id,
 	}, nil
+}
+
+// isKeyID reports whether id looks like a keyID: 64 lower-case hex digits.
+func isKeyID(id string) bool {
+	if len(id) != sha256.Size*2 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+var kinds = []string{KindIssue, KindRenew, KindRekey, KindPublishNext, KindRepair}
+
+// validate checks a journal read from disk. daneroll wrote it, but a file
+// in the state directory is input like any other: what is wrong with it is
+// one line of error, never a panic or a path outside the state directory.
+func (s *State) validate() error {
+	known := map[string]bool{}
+	for i, k := range s.Keys {
+		if k == nil {
+			return fmt.Errorf("keys[%d] is null", i)
+		}
+		if !isKeyID(k.ID) {
+			return fmt.Errorf("keys[%d]: id %q is not a SHA-256 digest in hex", i, k.ID)
+		}
+		if _, err := x509.ParsePKIXPublicKey(k.SPKI); err != nil {
+			return fmt.Errorf("keys[%d]: spki is not a public key: %v", i, err)
+		}
+		if sum := sha256.Sum256(k.SPKI); !bytes.Equal(sum[:], mustHex(k.ID)) {
+			return fmt.Errorf("keys[%d]: id %s is not the digest of its spki", i, short(k.ID))
+		}
+		if known[k.ID] {
+			return fmt.Errorf("keys[%d]: key %s is listed twice", i, short(k.ID))
+		}
+		known[k.ID] = true
+	}
+	for field, id := range map[string]string{"current": s.Current, "next": s.Next} {
+		if id != "" && !isKeyID(id) {
+			return fmt.Errorf("%s: %q is not a key id", field, id)
+		}
+	}
+	if s.LiveSet != "" && !store.ValidSetID(s.LiveSet) {
+		return fmt.Errorf("live_set: %q is not a set id", s.LiveSet)
+	}
+	if s.Cert != nil && s.Cert.Key != "" && !isKeyID(s.Cert.Key) {
+		return fmt.Errorf("cert.key: %q is not a key id", s.Cert.Key)
+	}
+	if s.Renewal != nil && s.Renewal.Window != nil && s.Renewal.Window.End.Before(s.Renewal.Window.Start) {
+		return errors.New("renewal.window ends before it starts")
+	}
+	t := s.Txn
+	if t == nil {
+		return nil
+	}
+	if !slices.Contains(kinds, t.Kind) {
+		return fmt.Errorf("txn.kind: unknown kind %q", t.Kind)
+	}
+	if !slices.Contains(sequence(t.Kind, true), t.Step) {
+		return fmt.Errorf("txn.step: %q is not a step of a %s transaction", t.Step, t.Kind)
+	}
+	if t.Target != "" && !known[t.Target] {
+		return fmt.Errorf("txn.target: %q is not one of the journal's keys", t.Target)
+	}
+	if t.Previous != "" && !isKeyID(t.Previous) {
+		return fmt.Errorf("txn.previous: %q is not a key id", t.Previous)
+	}
+	for field, id := range map[string]string{"txn.prev_set": t.PrevSet, "txn.new_set": t.NewSet} {
+		if id != "" && !store.ValidSetID(id) {
+			return fmt.Errorf("%s: %q is not a set id", field, id)
+		}
+	}
+	for i, id := range t.Retired {
+		if !isKeyID(id) {
+			return fmt.Errorf("txn.retired[%d]: %q is not a key id", i, id)
+		}
+	}
+	return nil
+}
+
+func mustHex(s string) []byte {
+	b, _ := hex.DecodeString(s)
+	return b
 }

@@ -127,6 +127,13 @@ func ReadPrivate(path string) ([]byte, error) {
 	return readTrusted(path, 0o077, maxKeyFile)
 }
 
+// ReadState reads a file daneroll wrote into its state directory that is
+// not secret (a journal, an account's registration): it must be a regular
+// file owned by the effective user and not writable by others.
+func ReadState(path string) ([]byte, error) {
+	return readTrusted(path, 0o022, maxStateFile)
+}
+
 // setID matches the archive set IDs daneroll makes: "0001", "0002", …
 var setID = regexp.MustCompile(`^[0-9]{1,9}$`)
 
