@@ -6,10 +6,15 @@
 // anything touches the network or the disk: unknown keys, values of the wrong
 // type, bad durations, unknown key types, duplicate certificate names,
 // references to undefined publishers or services, empty domain lists, secret
-// files that are missing, unreadable or readable by everyone. Each error is
-// one line that names the file, the line and the key:
+// files that are missing, unreadable, readable by others or owned by another
+// user, a configuration file others can change, probes that check no record.
+// Each error is one line that names the file, the line and the key:
 //
 //	/etc/daneroll/daneroll.toml:14: certificate "mail": rekey_after: bad duration "180x": unknown unit "x" (want w, d, h, m, s or ms)
+//
+// Problems that do not stop daneroll, such as a probe whose TLSA owner the
+// certificate does not publish, are kept in [Config.Warnings], with their
+// file and line too.
 //
 // # Defaults
 //
@@ -29,6 +34,10 @@ const (
 	DefaultTTL    = 300
 	DefaultRekey  = 180 * 24 * time.Hour
 	DefaultHoldX  = 2.0
+	// DefaultMaxHold is the longest hold daneroll waits before serving a
+	// new key unless max_hold says otherwise: a week, twice the longest
+	// TTL daneroll believes (see dane.MaxCacheTTL) being two.
+	DefaultMaxHold = 7 * 24 * time.Hour
 	DefaultKey    = "ec256"
 	DefaultPolicy = PolicyRollover
 )
@@ -74,6 +83,10 @@ type Config struct {
 	Certificates []*Certificate     `toml:"certificate"`
 	Services     map[string]Service `toml:"service"`
 
+	// Warnings are problems that do not stop daneroll but that the
+	// operator should see, each with its file and line.
+	Warnings []*Error `toml:"-"`
+
 	// pos maps a key path to the line that set it, for later messages.
 	pos positions
 }
@@ -101,8 +114,12 @@ type DNS struct {
 	// HoldFactor multiplies the largest TTL a resolver may hold to give the
 	// hold time after confirmation (RFC 7671 §8.4 asks for at least 2).
 	HoldFactor float64 `toml:"hold_factor"`
-	// ConfirmTimeout bounds how long daneroll polls authoritative servers.
+	// ConfirmTimeout bounds how long daneroll polls authoritative servers,
+	// and every single round of questions to them.
 	ConfirmTimeout Duration `toml:"confirm_timeout"`
+	// MaxHold is the longest hold daneroll accepts; a longer one (from TTLs
+	// in DNS answers) is refused with an error instead of waited for.
+	MaxHold Duration `toml:"max_hold"`
 	// Publishers by name.
 	Publishers map[string]*Publisher `toml:"publisher"`
 }
@@ -149,6 +166,9 @@ type Certificate struct {
 	// every key, "3 1 1" unless set.
 	TLSAParams []string `toml:"tlsa_params"`
 	Services   []string `toml:"services"`
+	// AllowUnverifiedDeploy accepts a key change that no probe checks:
+	// retire then removes the old key's records on faith.
+	AllowUnverifiedDeploy bool `toml:"allow_unverified_deploy"`
 
 	index int // position among [[certificate]] tables, for messages
 }

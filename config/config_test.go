@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,6 +92,11 @@ func TestBadConfigs(t *testing.T) {
 	if err := os.WriteFile(worldReadable, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	groupReadable := filepath.Join(dir, "group.token")
+	if err := os.WriteFile(groupReadable, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(groupReadable, 0o640)
 	t.Setenv("DANEROLL_TEST_EMPTY", "")
 	const cert = "\n[[certificate]]\ndomains = [\"a.example.org\"]\n"
 	tests := []struct {
@@ -122,7 +128,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad tlsa owner", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa = [\"a.example.org\"]\n", `is not _PORT._PROTO.HOST`, 7},
 		{"tlsa params 2 1 1", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa_params = [\"2 1 1\"]\n", `only 3 (DANE-EE) is managed`, 7},
 		{"missing token file", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/nope\"\n", `/nope: no such file or directory`, 3},
-		{"world-readable token", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + worldReadable + "\"\n", `is readable by everyone (mode 0644)`, 3},
+		{"world-readable token", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + worldReadable + "\"\n", `is readable or writable by group or others (mode 0644)`, 3},
 		{"token env not set", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_env = \"DANEROLL_TEST_EMPTY\"\n", `environment variable DANEROLL_TEST_EMPTY is not set`, 3},
 		{"no token at all", "[dns.publisher.cf]\ntype = \"cloudflare\"\n", `missing api_token_file`, 1},
 		{"rfc2136 without tsig", "[dns.publisher.ns]\ntype = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_secret_file = \"" + dir + "/tsig.secret\"\n", `needs tsig_name`, 1},
@@ -145,6 +151,19 @@ func TestBadConfigs(t *testing.T) {
 		{"tlsa ttl for cloudflare", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/cloudflare.token\"\n" +
 			cert + "publisher = \"cf\"\ntlsa = [\"_25._tcp.a.example.org\"]\ntlsa_ttl = 5\n", `tlsa_ttl 5 is outside what Cloudflare accepts`, 9},
 		{"both listen and webroot", cert + "http01_listen = \":80\"\nhttp01_webroot = \"/var/www\"\n", `set http01_listen or http01_webroot, not both`, 5},
+		{"group-readable token", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + groupReadable + "\"\n", `is readable or writable by group or others (mode 0640)`, 3},
+		{"http api_url off loopback", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/cloudflare.token\"\napi_url = \"http://api.example.net/client/v4\"\n",
+			`would send the API token in clear over the network`, 4},
+		{"probe with an unknown parameter", "[service.x]\nprobe = [\"smtp://a.example.org:25?conect=127.0.0.1\"]\n", `unknown parameter "conect" (only connect= is known)`, 2},
+		{"probe with a path", "[service.x]\nprobe = [\"https://a.example.org/health\"]\n", `a path is not allowed`, 2},
+		{"wildcard tlsa owner", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa = [\"_25._tcp.*.example.org\"]\nkey_policy = \"reuse\"\n", `wildcards are not managed`, 7},
+		{"bad idn", "[[certificate]]\ndomains = [\"b\u00fccher\u200d.example\"]\n", `not a valid internationalized domain name`, 2},
+		{"key change without a probe", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa = [\"_25._tcp.a.example.org\"]\nkey_policy = \"fresh\"\n",
+			`key_policy "fresh" changes the served key, but no service of it has a probe`, 8},
+		{"key change without a probe, default policy", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa = [\"_25._tcp.a.example.org\"]\nservices = [\"r\"]\n[service.r]\nreload = [\"true\"]\n",
+			`key_policy "rollover" changes the served key, but no service of it has a probe`, 4},
+		{"ttl longer than max_hold", "[dns]\nmax_hold = \"1h\"\n[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa = [\"_25._tcp.a.example.org\"]\ntlsa_ttl = 3600\nkey_policy = \"reuse\"\n",
+			`tlsa_ttl 3600 × hold_factor 2 asks for a hold of 2h, longer than max_hold (1h)`, 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -255,5 +274,128 @@ func TestWhere(t *testing.T) {
 	}
 	if got := cfg.WhereCert(cfg.Certificate("b"), "key_policy"); got != "x.toml:7" {
 		t.Errorf("WhereCert(b, key_policy) = %q, want the table's line", got)
+	}
+}
+
+// Internationalized names are kept in their A-label form, the form the CA
+// issues for and DNS serves, so that comparisons see the same name.
+func TestIDNToALabels(t *testing.T) {
+	cfg, err := Parse("x.toml", `
+[dns.publisher.m]
+type = "manual"
+[[certificate]]
+domains = ["Bücher.example", "*.bücher.example"]
+publisher = "m"
+tlsa = ["_443._tcp.bücher.example"]
+services = ["web"]
+[service.web]
+probe = ["https://bücher.example:443?connect=127.0.0.1"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Certificates[0]
+	if want := []string{"xn--bcher-kva.example", "*.xn--bcher-kva.example"}; !slices.Equal(c.Domains, want) {
+		t.Errorf("domains = %q, want %q", c.Domains, want)
+	}
+	if c.Name != "xn--bcher-kva.example" {
+		t.Errorf("name = %q", c.Name)
+	}
+	if want := []string{"_443._tcp.xn--bcher-kva.example"}; !slices.Equal(c.TLSA, want) {
+		t.Errorf("tlsa = %q, want %q", c.TLSA, want)
+	}
+	if got := cfg.Services["web"].Probe[0]; got != "https://xn--bcher-kva.example:443?connect=127.0.0.1" {
+		t.Errorf("probe = %q", got)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %v", cfg.Warnings)
+	}
+}
+
+// A probe whose TLSA owner is not among the certificate's tlsa names checks
+// nothing a DANE client relies on: say so at the probe's line.
+func TestProbeOwnerWarnings(t *testing.T) {
+	cfg, err := Parse("x.toml", `
+[dns.publisher.m]
+type = "manual"
+[[certificate]]
+name = "www"
+domains = ["www.example.org"]
+publisher = "m"
+tlsa = ["_18434._tcp.www.example.org"]
+services = ["nginx", "raw"]
+[service.nginx]
+reload = ["systemctl", "reload", "nginx"]
+probe = ["https://www.example.org:18443?connect=127.0.0.1"]
+[service.raw]
+probe = ["tls://192.0.2.1:18434"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 2 {
+		t.Fatalf("warnings = %v, want two", cfg.Warnings)
+	}
+	w := cfg.Warnings[0]
+	if w.Line != 12 || !strings.Contains(w.Msg, "is looked up at _18443._tcp.www.example.org, which is not among certificate \"www\"'s tlsa names (_18434._tcp.www.example.org)") {
+		t.Errorf("warning = %v", w)
+	}
+	if w.Hint() == "" {
+		t.Error("no hint")
+	}
+	if w := cfg.Warnings[1]; w.Line != 14 || !strings.Contains(w.Msg, "names an IP address, which has no TLSA records") {
+		t.Errorf("warning = %v", w)
+	}
+}
+
+func TestUnverifiedDeployOnRequest(t *testing.T) {
+	_, err := Parse("x.toml", `
+[dns.publisher.m]
+type = "manual"
+[[certificate]]
+domains = ["a.example.org"]
+publisher = "m"
+tlsa = ["_25._tcp.a.example.org"]
+allow_unverified_deploy = true
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The configuration names commands daneroll runs as root: only root or
+// daneroll's user may be able to change it.
+func TestConfigFileMustBeProtected(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "daneroll.toml")
+	if err := os.WriteFile(path, []byte("state_dir = \"/tmp/x\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o664)
+	_, err := Load(path)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.File != path || !strings.Contains(ce.Msg, "writable by group or others (mode 0664)") || ce.Hint() != "chmod go-w "+path {
+		t.Errorf("group-writable config: %v (hint %q)", err, hintOf(err))
+	}
+	os.Chmod(path, 0o644)
+	if os.Geteuid() != 0 {
+		return
+	}
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(path)
+	if !errors.As(err, &ce) || !strings.Contains(ce.Msg, "owned by uid 65534, who could make daneroll run any command") {
+		t.Errorf("foreign config: %v", err)
+	}
+	// Secret files too.
+	secret := filepath.Join(t.TempDir(), "tsig.secret")
+	os.WriteFile(secret, []byte("c2VjcmV0"), 0o600)
+	os.Chown(secret, 65534, 65534)
+	_, err = Parse("x.toml", "[dns.publisher.ns]\ntype = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig_name = \"k\"\ntsig_secret_file = \""+secret+"\"\n")
+	if err == nil || !strings.Contains(err.Error(), "is owned by uid 65534, not by root or the user daneroll runs as") {
+		t.Errorf("foreign secret: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -69,15 +70,57 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(abs)
+	data, err := readConfig(abs)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, &Error{File: path, Msg: "no such configuration file",
 				Suggestion: "copy config.example.toml there, or name another file with -c or $" + EnvConfig}
 		}
-		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = path
+			return nil, ce
+		}
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read: %v", unwrapPath(err))}
 	}
 	return parse(path, abs, string(data))
+}
+
+// maxConfig bounds the configuration file; a real one is a few KiB.
+const maxConfig = 4 << 20
+
+// readConfig reads the configuration after checking that only the user
+// daneroll runs as, or root, can change it: it names the commands daneroll
+// runs, typically as root.
+func readConfig(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, &Error{Msg: "is a directory, not a configuration file"}
+	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		return nil, &Error{Msg: fmt.Sprintf("owned by uid %d, who could make daneroll run any command: it must belong to root or to the user daneroll runs as (uid %d)", uid, os.Geteuid()),
+			Suggestion: fmt.Sprintf("chown root %s", path)}
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return nil, &Error{Msg: fmt.Sprintf("writable by group or others (mode %04o): whoever can change it can make daneroll run any command", perm),
+			Suggestion: fmt.Sprintf("chmod go-w %s", path)}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxConfig {
+		return nil, &Error{Msg: fmt.Sprintf("larger than %d MiB: not a configuration file", maxConfig>>20)}
+	}
+	return data, nil
 }
 
 // Parse is Load for a configuration held in memory; name is used in messages
@@ -120,6 +163,8 @@ func parse(name, abs, src string) (*Config, error) {
 		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
+	cfg.Warnings = v.warnings
+	sort.SliceStable(cfg.Warnings, func(i, j int) bool { return cfg.Warnings[i].Line < cfg.Warnings[j].Line })
 	return cfg, nil
 }
 
@@ -146,10 +191,11 @@ func decodeError(name string, pos positions, err error) error {
 var known = map[string][]string{
 	"":                {"state_dir", "acme", "dns", "certificate", "service"},
 	"acme":            {"directory", "email", "accept_tos", "ca_roots", "profile", "key_type", "renew_before"},
-	"dns":             {"resolver", "hold_factor", "confirm_timeout", "publisher"},
+	"dns":             {"resolver", "hold_factor", "confirm_timeout", "max_hold", "publisher"},
 	"dns.publisher.*": {"type", "api_token_file", "api_token_env", "api_url", "server", "tsig_name", "tsig_algorithm", "tsig_secret_file", "tsig_secret_env", "nameservers"},
 	"certificate": {"name", "domains", "challenge", "publisher", "http01_listen", "http01_webroot", "tls_alpn01_listen",
-		"key_type", "profile", "key_policy", "rekey_after", "renew_before", "tlsa", "tlsa_ttl", "tlsa_params", "services"},
+		"key_type", "profile", "key_policy", "rekey_after", "renew_before", "tlsa", "tlsa_ttl", "tlsa_params", "services",
+		"allow_unverified_deploy"},
 	"service.*": {"reload", "reload_timeout", "probe"},
 }
 

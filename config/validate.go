@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -14,25 +15,41 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/idna"
+
+	"github.com/daneroll/daneroll/services"
 )
 
 // validator fills in defaults and collects every problem it finds.
 type validator struct {
-	cfg  *Config
-	dir  string // relative paths are taken from here
-	errs Errors
+	cfg      *Config
+	dir      string // relative paths are taken from here
+	errs     Errors
+	warnings []*Error
+	// invalid are the certificates with errors of their own, which checks
+	// across tables skip.
+	invalid []*Certificate
 }
 
 func (v *validator) fail(path, hint, format string, args ...any) {
-	v.errs = append(v.errs, &Error{
+	v.errs = append(v.errs, v.problem(path, hint, format, args...))
+}
+
+func (v *validator) warn(path, hint, format string, args ...any) {
+	v.warnings = append(v.warnings, v.problem(path, hint, format, args...))
+}
+
+func (v *validator) problem(path, hint, format string, args ...any) *Error {
+	return &Error{
 		File:       v.cfg.File,
 		Line:       v.line(path),
 		Msg:        fmt.Sprintf(format, args...),
 		Suggestion: hint,
-	})
+	}
 }
 
 // line finds the line of path, else of its nearest enclosing table.
@@ -67,6 +84,7 @@ func (v *validator) run() {
 	v.dns()
 	v.services()
 	v.certificates()
+	v.probesAndHolds()
 }
 
 func (v *validator) acme() {
@@ -154,6 +172,12 @@ func (v *validator) dns() {
 	if d.ConfirmTimeout.Duration == 0 {
 		d.ConfirmTimeout.Duration = time.Hour
 	}
+	if d.MaxHold.Duration == 0 {
+		d.MaxHold.Duration = DefaultMaxHold
+	}
+	if d.MaxHold.Duration < time.Second {
+		v.fail("dns.max_hold", "", "dns.max_hold: %s is too short to hold anything", FormatDuration(d.MaxHold.Duration))
+	}
 	for _, name := range sortedKeys(d.Publishers) {
 		p := d.Publishers[name]
 		p.Name = name
@@ -182,6 +206,9 @@ func (v *validator) publisher(p *Publisher) {
 			p.APIURL = "https://api.cloudflare.com/client/v4"
 		} else if u, err := url.Parse(p.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			v.fail(path+".api_url", "", "%s: api_url %q is not an http(s) URL", label, p.APIURL)
+		} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			v.fail(path+".api_url", "use an https URL; plain http is accepted only on loopback, for tests",
+				"%s: api_url %q would send the API token in clear over the network", label, p.APIURL)
 		}
 	case PublisherRFC2136:
 		only(PublisherCloudflare, cfKeys)
@@ -218,8 +245,9 @@ func (v *validator) publisher(p *Publisher) {
 }
 
 // secret checks that exactly one of NAME_file and NAME_env is set, that the
-// file can be read and is not readable by everyone, or that the variable is
-// set. It never reads the secret into the configuration.
+// file can be read, belongs to root or daneroll's user and is readable by
+// nobody else, or that the variable is set. It never reads the secret into
+// the configuration.
 func (v *validator) secret(path, label, name string, file *string, env string) {
 	switch {
 	case *file != "" && env != "":
@@ -242,8 +270,13 @@ func (v *validator) secret(path, label, name string, file *string, env string) {
 			v.fail(key, "", "%s: %s_file: %s is not a regular file", label, name, *file)
 			return
 		}
-		if fi.Mode().Perm()&0o004 != 0 {
-			v.fail(key, fmt.Sprintf("chmod 600 %s", *file), "%s: %s_file: %s is readable by everyone (mode %04o)",
+		if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+			v.fail(key, fmt.Sprintf("chown %d %s", os.Geteuid(), *file), "%s: %s_file: %s is owned by uid %d, not by root or the user daneroll runs as (uid %d)",
+				label, name, *file, uid, os.Geteuid())
+			return
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			v.fail(key, fmt.Sprintf("chmod 600 %s", *file), "%s: %s_file: %s is readable or writable by group or others (mode %04o)",
 				label, name, *file, fi.Mode().Perm())
 			return
 		}
@@ -299,10 +332,13 @@ func (v *validator) services() {
 		if s.ReloadTimeout.Duration == 0 {
 			s.ReloadTimeout.Duration = time.Minute
 		}
-		for _, p := range s.Probe {
-			if err := checkProbe(p); err != nil {
+		for i, p := range s.Probe {
+			ascii, err := checkProbe(p)
+			if err != nil {
 				v.fail(path+".probe", "", "%s: probe %q: %v", label, p, err)
+				continue
 			}
+			s.Probe[i] = ascii
 		}
 		v.cfg.Services[name] = s
 	}
@@ -316,26 +352,44 @@ func argvHint(s string) string {
 	return "[" + strings.Join(q, ", ") + "]"
 }
 
-func checkProbe(raw string) error {
+// checkProbe checks a probe URL as the probe itself will read it, and
+// returns it with an internationalized host name in its A-label form.
+func checkProbe(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if u.Host == "" && u.Opaque != "" || !strings.Contains(raw, "://") {
-		return fmt.Errorf("no scheme: write it as smtp://HOST:PORT, imaps://HOST, tls://HOST:PORT …")
+		return "", fmt.Errorf("no scheme: write it as smtp://HOST:PORT, imaps://HOST, tls://HOST:PORT …")
 	}
 	if probeSchemes[u.Scheme] == "" {
-		return fmt.Errorf("unknown scheme %q (want smtp, submission, smtps, imap, imaps, pop3, pop3s, tls or https)", u.Scheme)
+		return "", fmt.Errorf("unknown scheme %q (want smtp, submission, smtps, imap, imaps, pop3, pop3s, tls or https)", u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return fmt.Errorf("no host")
+		return "", fmt.Errorf("no host")
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("bad port %q", p)
+			return "", fmt.Errorf("bad port %q", p)
 		}
 	}
-	return nil
+	if host := u.Hostname(); !isASCII(host) {
+		a, err := toASCII(host)
+		if err != nil {
+			return "", err
+		}
+		if p := u.Port(); p != "" {
+			a = net.JoinHostPort(a, p)
+		}
+		u.Host = a
+		raw = u.String()
+	}
+	// What the probe itself refuses (query parameters, a path, user
+	// information) is refused here, before any deploy depends on it.
+	if _, err := services.ParseEndpoint(raw); err != nil {
+		return "", errors.New(strings.TrimPrefix(err.Error(), fmt.Sprintf("endpoint %q: ", raw)))
+	}
+	return raw, nil
 }
 
 var (
@@ -350,8 +404,15 @@ func (v *validator) certificates() {
 		cert.index = i
 		if cert.Name == "" && len(cert.Domains) > 0 {
 			cert.Name = strings.TrimPrefix(strings.ToLower(strings.TrimSuffix(cert.Domains[0], ".")), "*.")
+			if a, err := toASCII(cert.Name); err == nil && !isASCII(cert.Name) {
+				cert.Name = a
+			}
 		}
+		before := len(v.errs)
 		v.certificate(cert)
+		if len(v.errs) > before {
+			v.invalid = append(v.invalid, cert)
+		}
 		if first, dup := seen[cert.Name]; dup && cert.Name != "" {
 			v.fail(certPath(i, "name"), "", "certificate %q: duplicate name (also at line %d)", cert.Name, v.line(certPath(first, "name")))
 		} else {
@@ -376,9 +437,20 @@ func (v *validator) certificate(cert *Certificate) {
 	wildcard := false
 	for i, d := range cert.Domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))
-		cert.Domains[i] = d
 		name := strings.TrimPrefix(d, "*.")
 		wildcard = wildcard || name != d
+		// The CA and DNS know internationalized names by their A-labels
+		// (xn--…); so does every comparison daneroll makes.
+		if !isASCII(name) {
+			a, err := toASCII(name)
+			if err != nil {
+				v.fail(p("domains"), "", "%s: %q: %v", label, d, err)
+				continue
+			}
+			d = strings.TrimSuffix(d, name) + a
+			name = a
+		}
+		cert.Domains[i] = d
 		if _, ok := dns.IsDomainName(name); !ok || !strings.Contains(name, ".") || strings.Contains(name, "*") {
 			v.fail(p("domains"), "", "%s: %q is not a domain name", label, d)
 		}
@@ -477,7 +549,22 @@ func (v *validator) certificate(cert *Certificate) {
 		if port, _ := strconv.Atoi(m[1]); port < 1 || port > 65535 {
 			v.fail(p("tlsa"), "", "%s: tlsa name %q: bad port %s", label, owner, m[1])
 		}
-		if _, ok := dns.IsDomainName(m[3]); !ok {
+		host := m[3]
+		if !isASCII(host) {
+			a, err := toASCII(host)
+			if err != nil {
+				v.fail(p("tlsa"), "", "%s: tlsa name %q: %v", label, owner, err)
+				continue
+			}
+			host = a
+			cert.TLSA[i] = "_" + m[1] + "._" + m[2] + "." + a
+		}
+		if strings.Contains(host, "*") {
+			v.fail(p("tlsa"), "name each host: a DANE client looks up _PORT._tcp.HOST for the host it connects to",
+				"%s: tlsa name %q: wildcards are not managed", label, owner)
+			continue
+		}
+		if _, ok := dns.IsDomainName(host); !ok {
 			v.fail(p("tlsa"), "", "%s: tlsa name %q: bad host name", label, owner)
 		}
 	}
@@ -505,6 +592,91 @@ func (v *validator) certificate(cert *Certificate) {
 			v.fail(p("services"), definedHint("[service.NAME]", sortedKeys(c.Services)), "%s: service %q is not defined", label, s)
 		}
 	}
+}
+
+// probesAndHolds checks what ties certificates to services: every probe's
+// TLSA owner should be one the certificate publishes (a DANE client looks
+// there, and verify judges the endpoint by it); a key change must be
+// checked by a probe before the old key's records go; and the certificate's
+// own records must not ask for a hold longer than max_hold.
+func (v *validator) probesAndHolds() {
+	c := v.cfg
+	for _, cert := range c.Certificates {
+		if len(cert.TLSA) == 0 || slices.Contains(v.invalid, cert) {
+			continue // no records, or errors that come first
+		}
+		label := fmt.Sprintf("certificate %q", cert.Name)
+		probes := 0
+		for _, name := range cert.Services {
+			svc, ok := c.Services[name]
+			if !ok {
+				continue
+			}
+			for _, raw := range svc.Probe {
+				ep, err := services.ParseEndpoint(raw)
+				if err != nil {
+					continue // reported already
+				}
+				probes++
+				owner := ep.TLSAOwner()
+				if owner == "" {
+					v.warn("service."+name+".probe", "name the host in the URL and dial the address with ?connect=ADDRESS",
+						"service %q: probe %q names an IP address, which has no TLSA records: %s's records are not checked there", name, raw, label)
+					continue
+				}
+				if !slices.Contains(cert.TLSA, strings.TrimSuffix(owner, ".")) {
+					v.warn("service."+name+".probe", fmt.Sprintf("add %q to the certificate's tlsa, or correct the probe's host or port", strings.TrimSuffix(owner, ".")),
+						"service %q: probe %q is looked up at %s, which is not among %s's tlsa names (%s): DANE clients of that endpoint find no records daneroll manages",
+						name, raw, strings.TrimSuffix(owner, "."), label, strings.Join(cert.TLSA, ", "))
+				}
+			}
+		}
+		if probes == 0 && cert.KeyPolicy != PolicyReuse && !cert.AllowUnverifiedDeploy {
+			v.fail(certPath(cert.index, "key_policy"), `add probe = ["smtp://HOST:25"] (or imaps://, https://…) to one of its services, or set allow_unverified_deploy = true to accept the risk`,
+				"%s: key_policy %q changes the served key, but no service of it has a probe: the old key's records would be retired without checking that the new key is served", label, cert.KeyPolicy)
+		}
+		if hold := time.Duration(c.DNS.HoldFactor * float64(cert.TLSATTL) * float64(time.Second)); hold > c.DNS.MaxHold.Duration {
+			v.fail(certPath(cert.index, "tlsa_ttl"), "lower tlsa_ttl, or raise [dns] max_hold",
+				"%s: tlsa_ttl %d × hold_factor %v asks for a hold of %s, longer than max_hold (%s)",
+				label, cert.TLSATTL, c.DNS.HoldFactor, FormatDuration(hold), FormatDuration(c.DNS.MaxHold.Duration))
+		}
+	}
+}
+
+// isLoopback reports whether host is a loopback name or address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// toASCII converts an internationalized host name to its A-labels.
+func toASCII(name string) (string, error) {
+	a, err := idna.Lookup.ToASCII(name)
+	if err != nil {
+		return "", fmt.Errorf("not a valid internationalized domain name: %v", err)
+	}
+	return strings.ToLower(a), nil
+}
+
+// fileOwner returns the uid of fi's owner.
+func fileOwner(fi os.FileInfo) (int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
 }
 
 // checkTLSAParams accepts "3 1 M": records for the end-entity key, the only

@@ -199,6 +199,12 @@ func (c *cli) loadConfig() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(c.stderr, "daneroll: warning: %s\n", w)
+		if w.Hint() != "" {
+			fmt.Fprintf(c.stderr, "daneroll: hint: %s\n", w.Hint())
+		}
+	}
 	if cfg.DNS.Resolver != "" {
 		dns01.SetDefaultClient(dns01.NewClient(&dns01.Options{RecursiveNameservers: []string{cfg.DNS.Resolver}}))
 	}
