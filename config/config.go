@@ -28,18 +28,18 @@ import (
 
 // Paths used when no -c flag is given.
 const (
-	EnvConfig     = "DANEROLL_CONFIG"
-	DefaultPath   = "/etc/daneroll/daneroll.toml"
-	DefaultState  = "/var/lib/daneroll"
-	DefaultTTL    = 300
-	DefaultRekey  = 180 * 24 * time.Hour
-	DefaultHoldX  = 2.0
+	EnvConfig    = "DANEROLL_CONFIG"
+	DefaultPath  = "/etc/daneroll/daneroll.toml"
+	DefaultState = "/var/lib/daneroll"
+	DefaultTTL   = 300
+	DefaultRekey = 180 * 24 * time.Hour
+	DefaultHoldX = 2.0
 	// DefaultMaxHold is the longest hold daneroll waits before serving a
 	// new key unless max_hold says otherwise: a week, twice the longest
 	// TTL daneroll believes (see dane.MaxCacheTTL) being two.
 	DefaultMaxHold = 7 * 24 * time.Hour
-	DefaultKey    = "ec256"
-	DefaultPolicy = PolicyRollover
+	DefaultKey     = "ec256"
+	DefaultPolicy  = PolicyRollover
 )
 
 // Key policies.
