@@ -66,6 +66,15 @@ func sameNames(a, b []string) bool {
 
 // rekeyDue says whether the served key must change now.
 func (e *Engine) rekeyDue(c *config.Certificate, st *State) (bool, string, error) {
+	// The current key file no longer holds the served key: restored from
+	// a backup, or replaced by hand. Serving it is a key change like any
+	// other, published and held first, whatever the policy.
+	if served := st.servedKey(); st.Current != "" && served != "" && st.Current != served {
+		e.log.Warn("the current key file does not hold the served key; changing keys with publish and hold",
+			"cert", c.Name, "current", st.Current, "served", served)
+		return true, fmt.Sprintf("%s holds key %s, not the served key %s (restored from a backup or replaced by hand?): publishing its records and holding before it is served",
+			e.st.KeyPath(c.Name, store.Current), short(st.Current), short(served)), nil
+	}
 	if c.KeyPolicy != config.PolicyReuse && st.RekeyRequested {
 		return true, "key change requested (daneroll rekey)", nil
 	}

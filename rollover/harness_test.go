@@ -263,6 +263,7 @@ func (r *recorder) Waiting(cert, what string, until time.Time) func() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.waits = append(r.waits, time.Until(until))
+	r.lines = append(r.lines, what+": waiting until "+until.Format(time.RFC3339Nano))
 	return func() {}
 }
 

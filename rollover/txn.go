@@ -244,6 +244,12 @@ func (e *Engine) plan(ctx context.Context, c *config.Certificate, st *State) err
 	case KindRenew, KindRepair:
 		txn.Target, err = ensure(store.Current)
 	case KindRekey:
+		if served := st.servedKey(); st.Current != "" && served != "" && st.Current != served {
+			// The current key file holds a key that is not served
+			// (see rekeyDue): that key is the one to change to.
+			txn.Target = st.Current
+			break
+		}
 		if err := e.dropStaleNext(c, st); err != nil {
 			return err
 		}
