@@ -10,6 +10,7 @@ import (
 	"net"
 	"time"
 
+	legoacme "github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/acme/api"
 	"github.com/go-acme/lego/v5/certificate"
 	"github.com/go-acme/lego/v5/challenge/dns01"
@@ -80,6 +81,16 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 	// the result, the old certificate is already replaced: lego then orders
 	// again without "replaces" (RFC 9773 §5), which is what we want.
 	res, err := c.lego.Certificate.Obtain(ctx, or)
+	if err != nil && or.ReplacesCertID != "" && refusedOrder(err) {
+		// The CA refused the new order itself, before any challenge: a
+		// CA that does not know the replaced certificate (issued by
+		// another CA, or for another account) refuses "replaces" as
+		// malformed or unauthorized. Renewing matters more than the
+		// rate-limit exemption "replaces" buys.
+		c.log.Warn("the CA refused the order naming the certificate it replaces; ordering once more without", "err", describe(err))
+		or.ReplacesCertID = ""
+		res, err = c.lego.Certificate.Obtain(ctx, or)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("acme: order for %v: %w", req.Domains, describe(err))
 	}
@@ -91,6 +102,15 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 		return nil, errors.New("acme: the CA issued a certificate for another key")
 	}
 	return &Certificate{Cert: res.Certificate, Chain: res.IssuerCertificate, Leaf: leaf, URL: res.CertURL}, nil
+}
+
+// refusedOrder reports whether err is the CA's refusal of a new order:
+// lego returns that problem as it is, while failures after the order exists
+// (authorizations, challenges, finalization) come joined per domain. Rate
+// limits are not refusals of the order's content.
+func refusedOrder(err error) bool {
+	pd, ok := err.(*legoacme.ProblemDetails)
+	return ok && pd.Type != legoacme.RateLimitedErrorType
 }
 
 func (c *Client) setSolver(s Solver) error {

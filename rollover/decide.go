@@ -29,6 +29,9 @@ func (e *Engine) decide(ctx context.Context, c *config.Certificate, st *State, f
 		renewDue, renewWhy = true, fmt.Sprintf("the configured names changed (%s → %s)",
 			strings.Join(st.Cert.Domains, ", "), strings.Join(c.Domains, ", "))
 	}
+	if issuer, elsewhere := st.issuedElsewhere(st.LiveSet, e.cfg.ACME.Directory); elsewhere {
+		renewDue, renewWhy = true, fmt.Sprintf("the live certificate was issued by %s; [acme] directory is now %s", issuer, e.cfg.ACME.Directory)
+	}
 	keyDue, keyWhy, err := e.rekeyDue(c, st)
 	if err != nil {
 		return decision{}, err
@@ -57,11 +60,19 @@ func (e *Engine) nextRenewalText(st *State) string {
 	return fmt.Sprintf("nothing due; next renewal %s (%s)", st.Renewal.At.UTC().Format(time.RFC3339), st.Renewal.Reason)
 }
 
+// sameNames compares name lists as sets, case-insensitively: the CA may
+// order, case and deduplicate the names it puts on a certificate its own
+// way.
 func sameNames(a, b []string) bool {
-	x, y := slices.Clone(a), slices.Clone(b)
-	slices.Sort(x)
-	slices.Sort(y)
-	return slices.Equal(x, y)
+	set := func(in []string) []string {
+		out := make([]string, len(in))
+		for i, s := range in {
+			out[i] = strings.ToLower(strings.TrimSuffix(s, "."))
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	return slices.Equal(set(a), set(b))
 }
 
 // rekeyDue says whether the served key must change now.

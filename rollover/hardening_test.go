@@ -1,12 +1,15 @@
 package rollover
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/daneroll/daneroll/acme"
+	"github.com/daneroll/daneroll/internal/pebbletest"
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -60,4 +63,60 @@ func matchOrder(lines, order []string) int {
 		}
 	}
 	return at
+}
+
+// An internationalized name is ordered, issued and compared in its A-label
+// form: a second run has nothing to do (it used to renew on every run).
+func TestIDNNamesDoNotRenewEveryRun(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse", domains: []string{"Bücher.example.test", "mail.example.test"}})
+	e := w.engine(nil)
+	w.mustRenew(e, RenewOptions{}, "issued")
+	if got := w.state().Cert.Domains; !slices.Contains(got, "xn--bcher-kva.example.test") {
+		t.Fatalf("certificate names %v", got)
+	}
+	w.mustRenew(e, RenewOptions{}, "nothing")
+}
+
+// Moving from one ACME directory to another (staging to production) renews
+// from the new CA, without naming the old CA's certificate in "replaces",
+// which the new CA refuses; and when daneroll does not know which CA issued
+// the live certificate, a refused "replaces" is dropped and the order made
+// again.
+func TestDirectoryChangeRenewsFromTheNewCA(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	w.mustRenew(w.engine(nil), RenewOptions{}, "issued")
+	st := w.state()
+	if st.Issuers[st.LiveSet] != w.pebble.Directory {
+		t.Fatalf("issuers %v, want set %s from %s", st.Issuers, st.LiveSet, w.pebble.Directory)
+	}
+	other, err := pebbletest.Start(context.Background(), pebbletest.Options{
+		Dir: filepath.Join(w.dir, "pebble2"), Binary: pebbleBin, DNSServer: w.dns.Primary()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	w.cfg.ACME.Directory = other.Directory
+	w.cfg.ACME.CARoots = append(w.cfg.ACME.CARoots, other.RootsFile)
+	o := w.mustRenew(w.engine(nil), RenewOptions{}, "renewed")
+	if !strings.Contains(o.Detail, "[acme] directory is now "+other.Directory) {
+		t.Errorf("detail %q", o.Detail)
+	}
+	st2 := w.state()
+	if st2.Issuers[st2.LiveSet] != other.Directory || st2.Current != st.Current {
+		t.Errorf("after the move: set %s from %q, key %s (was %s)", st2.LiveSet, st2.Issuers[st2.LiveSet], short(st2.Current), short(st.Current))
+	}
+	w.mustRenew(w.engine(nil), RenewOptions{}, "nothing")
+
+	// Back to the first CA, with a journal that does not say who issued
+	// the live set (as journals written before daneroll recorded it).
+	j := w.state()
+	j.Issuers = nil
+	if err := w.store.WriteJSON(store.JournalPath("mail"), j); err != nil {
+		t.Fatal(err)
+	}
+	w.cfg.ACME.Directory = w.pebble.Directory
+	w.mustRenew(w.engine(nil), RenewOptions{Force: true}, "renewed")
+	if st3 := w.state(); st3.Issuers[st3.LiveSet] != w.pebble.Directory {
+		t.Errorf("issuers %v", st3.Issuers)
+	}
 }

@@ -57,6 +57,8 @@ type worldOptions struct {
 	// reload is the reload argv; nil sends SIGHUP to this process, which
 	// reloads the service.
 	reload []string
+	// domains are the certificate's names; default mail.example.test.
+	domains []string
 }
 
 func newWorld(t *testing.T, o worldOptions) *world {
@@ -66,6 +68,9 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	}
 	if o.ttl == 0 {
 		o.ttl = 1
+	}
+	if o.domains == nil {
+		o.domains = []string{"mail.example.test"}
 	}
 	w := &world{t: t, dir: t.TempDir(), rep: &recorder{}}
 	w.dns = dnstest.StartT(t, dnstest.Options{
@@ -128,7 +133,7 @@ nameservers = [%s]
 
 [[certificate]]
 name = "mail"
-domains = ["mail.example.test"]
+domains = [%s]
 challenge = "dns-01"
 publisher = "ns"
 key_policy = %q
@@ -141,7 +146,7 @@ reload = [%s]
 reload_timeout = "10s"
 probe = ["smtp://mail.example.test:%s?connect=127.0.0.1"]
 `, st, w.pebble.Directory, w.pebble.RootsFile, w.dns.Primary(), secret, strings.Join(ns, ", "),
-		o.policy, w.port, o.ttl, o.extra, quoteAll(reload), w.port)
+		quoteAll(o.domains), o.policy, w.port, o.ttl, o.extra, quoteAll(reload), w.port)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,9 @@ type State struct {
 	// LiveSet is the archive set being served.
 	LiveSet string    `json:"live_set,omitempty"`
 	Cert    *CertInfo `json:"cert,omitempty"`
+	// Issuers maps archive set IDs to the ACME directory that issued
+	// them: "replaces" names a certificate only to the CA that issued it.
+	Issuers map[string]string `json:"issuers,omitempty"`
 
 	Renewal *Renewal `json:"renewal,omitempty"`
 
@@ -276,6 +279,11 @@ func (s *State) validate() error {
 	if s.LiveSet != "" && !store.ValidSetID(s.LiveSet) {
 		return fmt.Errorf("live_set: %q is not a set id", s.LiveSet)
 	}
+	for id := range s.Issuers {
+		if !store.ValidSetID(id) {
+			return fmt.Errorf("issuers: %q is not a set id", id)
+		}
+	}
 	if s.Cert != nil && s.Cert.Key != "" && !isKeyID(s.Cert.Key) {
 		return fmt.Errorf("cert.key: %q is not a key id", s.Cert.Key)
 	}
@@ -314,4 +322,18 @@ func (s *State) validate() error {
 func mustHex(s string) []byte {
 	b, _ := hex.DecodeString(s)
 	return b
+}
+
+// issuedElsewhere reports whether set id is known to come from an ACME
+// directory other than dir, and which.
+func (s *State) issuedElsewhere(id, dir string) (string, bool) {
+	issuer, ok := s.Issuers[id]
+	return issuer, ok && issuer != dir
+}
+
+func (s *State) setIssuer(id, dir string) {
+	if s.Issuers == nil {
+		s.Issuers = map[string]string{}
+	}
+	s.Issuers[id] = dir
 }

@@ -582,7 +582,10 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 		return err
 	}
 	req := acme.Request{Domains: c.Domains, Key: key, Profile: c.Profile, Solver: e.solver(c)}
-	if st.LiveSet != "" {
+	// "replaces" only to the CA that issued the live certificate: another
+	// refuses the order. (When the issuer is not recorded, the client
+	// orders again without it if the CA refuses.)
+	if _, elsewhere := st.issuedElsewhere(st.LiveSet, e.cfg.ACME.Directory); st.LiveSet != "" && !elsewhere {
 		if live, err := e.st.Set(c.Name, st.LiveSet); err == nil {
 			req.Replaces, _ = live.Leaf()
 		}
@@ -601,6 +604,7 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 		return err
 	}
 	txn.NewSet = id
+	st.setIssuer(id, e.cfg.ACME.Directory)
 	e.rep.Progress(c.Name, "obtain", fmt.Sprintf("certificate %x valid until %s, archived as set %s",
 		crt.Leaf.SerialNumber, crt.Leaf.NotAfter.UTC().Format(time.RFC3339), id))
 	return nil
