@@ -16,13 +16,27 @@ import (
 	"github.com/daneroll/daneroll/dane"
 )
 
-// RolledBackError reports a deploy that failed its checks and was undone.
+// RolledBackError reports a deploy that failed its checks and was undone,
+// saying what is true afterwards: which set is live, whether its reload
+// worked and whether the probes see its key served again.
 type RolledBackError struct {
 	Err error
 	// To is the set that is live again ("" when there was none).
 	To string
-	// Reverted is false when switching back failed too.
+	// Reverted is set when the previous set is live again (the symlink
+	// switched back).
 	Reverted bool
+	// SwitchErr is why switching back failed, when it did.
+	SwitchErr error
+	// ReloadErr is the reload's failure after switching back, when it
+	// failed (often the same failure that caused the rollback).
+	ReloadErr error
+	// ProbeErr is set when, after switching back, the probes did not see
+	// the previous key served.
+	ProbeErr error
+	// Unprobed is set when no probe is configured, so nothing says which
+	// key is served.
+	Unprobed bool
 }
 
 func (e *RolledBackError) Error() string {
@@ -30,7 +44,18 @@ func (e *RolledBackError) Error() string {
 	case e.To == "":
 		return fmt.Sprintf("%v; there was no earlier certificate to return to, the new one stays live; TLSA records kept", e.Err)
 	case !e.Reverted:
-		return fmt.Sprintf("%v; switching back to set %s failed as well", e.Err, e.To)
+		return fmt.Sprintf("%v; switching back to set %s failed: %v; the new set stays live; TLSA records kept", e.Err, e.To, e.SwitchErr)
+	case e.ProbeErr != nil && e.ReloadErr != nil:
+		return fmt.Sprintf("%v; switched back to set %s, but its reload failed too (%v) and the probes do not see the old key served: %v; TLSA records kept",
+			e.Err, e.To, e.ReloadErr, e.ProbeErr)
+	case e.ReloadErr != nil && e.Unprobed:
+		return fmt.Sprintf("%v; switched back to set %s, but its reload failed too (%v) and no probe is configured to tell which key is served; TLSA records kept",
+			e.Err, e.To, e.ReloadErr)
+	case e.ProbeErr != nil:
+		return fmt.Sprintf("%v; switched back to set %s, but the probes do not see the old key served: %v; TLSA records kept", e.Err, e.To, e.ProbeErr)
+	case e.ReloadErr != nil:
+		return fmt.Sprintf("%v; switched back to set %s: the old key is served again, but reloading still fails (%v); TLSA records kept",
+			e.Err, e.To, e.ReloadErr)
 	}
 	return fmt.Sprintf("%v; rolled back to set %s; TLSA records kept", e.Err, e.To)
 }
@@ -185,23 +210,30 @@ func (e *Engine) rollback(ctx context.Context, c *config.Certificate, st *State,
 	}
 	e.rep.Progress(c.Name, "rollback", fmt.Sprintf("switching back to set %s: %v", prev, cause))
 	if err := e.st.Switch(c.Name, prev); err != nil {
-		rb.Err = errors.Join(cause, err)
+		rb.SwitchErr = err
 		return rb
-	}
-	if err := e.refreshLive(c, st); err != nil {
-		rb.Err = errors.Join(cause, err)
-		return rb
-	}
-	if err := e.reload(ctx, c); err != nil {
-		rb.Err = errors.Join(cause, fmt.Errorf("after switching back: %w", err))
-		return rb
-	}
-	if st.Txn.Previous != "" {
-		if err := e.probeAll(ctx, c, st, st.Txn.Previous); err != nil {
-			rb.Err = errors.Join(cause, fmt.Errorf("after switching back: %w", err))
-			return rb
-		}
 	}
 	rb.Reverted = true
+	if err := e.refreshLive(c, st); err != nil {
+		rb.SwitchErr, rb.Reverted = err, false
+		return rb
+	}
+	// A reload that fails again (the usual reason for the rollback) does
+	// not mean the old set is not served: a service that never loaded
+	// the new files still serves the old ones. The probes tell.
+	rb.ReloadErr = e.reload(ctx, c)
+	rb.Unprobed = e.probes(c) == 0
+	if st.Txn.Previous != "" {
+		rb.ProbeErr = e.probeAll(ctx, c, st, st.Txn.Previous)
+	}
 	return rb
+}
+
+// probes counts the endpoints that verify a deploy of c.
+func (e *Engine) probes(c *config.Certificate) int {
+	n := 0
+	for _, name := range c.Services {
+		n += len(e.cfg.Services[name].Probe)
+	}
+	return n
 }

@@ -2,6 +2,7 @@ package rollover
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -118,5 +119,59 @@ func TestDirectoryChangeRenewsFromTheNewCA(t *testing.T) {
 	w.mustRenew(w.engine(nil), RenewOptions{Force: true}, "renewed")
 	if st3 := w.state(); st3.Issuers[st3.LiveSet] != w.pebble.Directory {
 		t.Errorf("issuers %v", st3.Issuers)
+	}
+}
+
+// A reload that fails makes the deploy roll back; switching back runs the
+// same failing command again. The message says what is true: the old set
+// is live and its key served (the service never loaded the new files), the
+// reload still fails.
+func TestRollbackAfterAFailedReloadSaysWhatIsTrue(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "fresh"})
+	w.mustRenew(w.engine(nil), RenewOptions{}, "issued")
+	st := w.state()
+	svc := w.cfg.Services["smtp"]
+	svc.Reload = []string{"sh", "-c", "echo 'postfix/postfix-script: fatal: the Postfix mail system is not running' >&2; exit 1"}
+	w.cfg.Services["smtp"] = svc
+	o := w.renew(w.engine(nil), RenewOptions{Force: true})
+	var rb *RolledBackError
+	if !errors.As(o.Err, &rb) || !rb.Reverted || rb.ReloadErr == nil || rb.ProbeErr != nil {
+		t.Fatalf("outcome %+v (%#v)", o, rb)
+	}
+	msg := o.Err.Error()
+	for _, want := range []string{"switched back to set " + st.LiveSet, "the old key is served again", "reloading still fails", "TLSA records kept"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "failed as well") {
+		t.Errorf("message %q says switching back failed", msg)
+	}
+	if w.svc.Served() != st.Current {
+		t.Errorf("serving %s, want the old key %s", short(w.svc.Served()), short(st.Current))
+	}
+	if id, _ := w.store.LiveID("mail"); id != st.LiveSet {
+		t.Errorf("live set %s, want %s", id, st.LiveSet)
+	}
+}
+
+// A step that fails leaves its error in the journal for status, and a
+// later step that succeeds clears it.
+func TestPendingTransactionKeepsItsError(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	e := w.engine(nil)
+	w.mustRenew(e, RenewOptions{}, "issued")
+	w.pebble.Close()
+	o := w.renew(e, RenewOptions{Force: true})
+	if o.Err == nil {
+		t.Fatal("renewal without a CA succeeded")
+	}
+	txn := w.state().Txn
+	if txn == nil || txn.Step != StepObtain || !strings.Contains(txn.Error, "acme") || txn.ErrorAt.IsZero() {
+		t.Fatalf("journal %+v, want the obtain step with its error", txn)
+	}
+	ss, err := e.Status(context.Background(), nil)
+	if err != nil || ss[0].Pending == nil || ss[0].Pending.Error != txn.Error {
+		t.Errorf("status %+v, %v: want the pending error", ss, err)
 	}
 }

@@ -141,6 +141,10 @@ type Txn struct {
 	// RetireChanged is set when the retire step added or removed records,
 	// which the step after it then confirms.
 	RetireChanged bool `json:"retire_changed,omitempty"`
+	// Error is what stopped the last attempt at Step, and ErrorAt when;
+	// both are cleared when the step succeeds.
+	Error   string    `json:"error,omitempty"`
+	ErrorAt time.Time `json:"error_at,omitzero"`
 }
 
 // keyID is the hex SHA-256 of a public key's SPKI, the digest of its

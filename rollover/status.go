@@ -45,6 +45,10 @@ type PendingStatus struct {
 	Step    string    `json:"step"`
 	Reason  string    `json:"reason"`
 	Started time.Time `json:"started"`
+	// Error is what stopped the last attempt at the step, and ErrorAt
+	// when.
+	Error   string    `json:"error,omitempty"`
+	ErrorAt time.Time `json:"error_at,omitzero"`
 }
 
 // OwnerStatus compares wanted and visible records at one name.
@@ -58,7 +62,10 @@ type OwnerStatus struct {
 	Stale   []string `json:"stale,omitempty"`
 	Foreign []string `json:"foreign,omitempty"`
 	Signed  bool     `json:"signed"`
-	Servers int      `json:"servers"`
+	// SignedUnknown is set when no authoritative server answered, so
+	// whether the zone is signed is not known (Signed is then false).
+	SignedUnknown bool `json:"signed_unknown,omitempty"`
+	Servers       int  `json:"servers"`
 	// Validated is the configured resolver's AD bit for the records, when
 	// a resolver is configured and answered with some.
 	Validated *bool  `json:"validated,omitempty"`
@@ -119,7 +126,8 @@ func (e *Engine) status(ctx context.Context, c *config.Certificate) (CertStatus,
 		cs.RekeyAt = st.CurrentSince.Add(c.RekeyAfter.Duration)
 	}
 	if st.Txn != nil {
-		cs.Pending = &PendingStatus{Kind: st.Txn.Kind, Step: st.Txn.Step, Reason: st.Txn.Reason, Started: st.Txn.Started}
+		cs.Pending = &PendingStatus{Kind: st.Txn.Kind, Step: st.Txn.Step, Reason: st.Txn.Reason, Started: st.Txn.Started,
+			Error: st.Txn.Error, ErrorAt: st.Txn.ErrorAt}
 	}
 	if len(c.TLSA) > 0 {
 		cs.TLSA, cs.Warnings = e.tlsaStatus(ctx, c, st)
@@ -158,11 +166,15 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 				}
 			}
 		}
+		os.SignedUnknown = true
 		if zr != nil {
 			os.Signed = zr.Signed
 			for _, s := range zr.Servers {
 				if !s.Skipped {
 					os.Servers++
+				}
+				if !s.Skipped && s.Err == nil {
+					os.SignedUnknown = false
 				}
 			}
 		}
@@ -205,7 +217,7 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 				}
 			}
 		}
-		if zr != nil && !zr.Signed {
+		if zr != nil && !zr.Signed && !os.SignedUnknown {
 			warnings = append(warnings, fmt.Sprintf("zone %s is not DNSSEC-signed: DANE clients ignore its TLSA records", zr.Zone))
 		}
 		if res := e.cfg.DNS.Resolver; res != "" && len(os.Records) > 0 {

@@ -126,6 +126,11 @@ func (e *Engine) advance(ctx context.Context, c *config.Certificate, st *State, 
 					st.Txn = nil
 				}
 			}
+			if st.Txn != nil {
+				// What stops the transaction, for status to show until a
+				// later run gets past it.
+				st.Txn.Error, st.Txn.ErrorAt = err.Error(), e.clock.Now()
+			}
 			if serr := e.save(c, st); serr != nil {
 				err = errors.Join(err, serr)
 			}
@@ -133,6 +138,7 @@ func (e *Engine) advance(ctx context.Context, c *config.Certificate, st *State, 
 		}
 		e.log.Debug("step done", "cert", c.Name, "step", step, "took", e.clock.Now().Sub(start))
 		st.Txn.Step = nextStep(kind, step, tlsa)
+		st.Txn.Error, st.Txn.ErrorAt = "", time.Time{}
 		if err := e.save(c, st); err != nil {
 			return Outcome{Name: c.Name, Action: "failed", Err: err}
 		}

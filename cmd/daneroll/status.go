@@ -88,14 +88,20 @@ func printStatus(c *cli, s rollover.CertStatus) {
 		row("next key change", s.RekeyAt.UTC().Format(time.RFC3339))
 	}
 	if s.Pending != nil {
-		row("pending", fmt.Sprintf("%s at step %s (%s), started %s", s.Pending.Kind, s.Pending.Step, s.Pending.Reason, s.Pending.Started.UTC().Format(time.RFC3339)))
+		row("pending", fmt.Sprintf("%s at step %s (%s), started %s", s.Pending.Kind, s.Pending.Step, oneLine(s.Pending.Reason), s.Pending.Started.UTC().Format(time.RFC3339)))
+		if s.Pending.Error != "" {
+			row("stopped by", fmt.Sprintf("%s (%s)", oneLine(s.Pending.Error), s.Pending.ErrorAt.UTC().Format(time.RFC3339)))
+		}
 	}
 	if s.LastFailure != "" {
-		row("last failure", s.LastFailure)
+		row("last failure", oneLine(s.LastFailure))
 	}
 	for _, o := range s.TLSA {
 		signed := "signed"
-		if !o.Signed {
+		switch {
+		case o.SignedUnknown:
+			signed = "signing unknown: no authoritative server answered"
+		case !o.Signed:
 			signed = "NOT signed"
 		}
 		if o.Validated != nil && *o.Validated {
@@ -117,13 +123,18 @@ func printStatus(c *cli, s rollover.CertStatus) {
 			row("", "  foreign "+x+" (not daneroll's, left alone)")
 		}
 		if o.Error != "" {
-			row("", "  error: "+o.Error)
+			row("", "  error: "+oneLine(o.Error))
 		}
 	}
 	for _, w := range s.Warnings {
-		row("warning", w)
+		row("warning", oneLine(w))
 	}
 	tw.Flush()
+}
+
+// oneLine keeps a multi-line message (joined errors) in its table cell.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(s), "\n", " | ")), " ")
 }
 
 func orDash(s string) string {
