@@ -19,6 +19,11 @@ type TXTChallenge struct {
 	TTL uint32
 	// Timeout bounds the wait for confirmation; default 10 minutes.
 	Timeout time.Duration
+	// Track, when set, is told of a record before it is added (present
+	// true) and after it is deleted (present false), so that a record
+	// left behind by a killed run can be found and removed by the next.
+	// An error from it stops PresentTXT before anything is added.
+	Track func(rr *dns.TXT, present bool) error
 }
 
 func (c *TXTChallenge) record(fqdn, value string) *dns.TXT {
@@ -36,6 +41,11 @@ func (c *TXTChallenge) record(fqdn, value string) *dns.TXT {
 // serves it.
 func (c *TXTChallenge) PresentTXT(ctx context.Context, fqdn, value string) error {
 	rr := c.record(fqdn, value)
+	if c.Track != nil {
+		if err := c.Track(rr, true); err != nil {
+			return fmt.Errorf("dns-01: %w", err)
+		}
+	}
 	if err := c.Publisher.Add(ctx, rr); err != nil {
 		return fmt.Errorf("dns-01: %s: %w", c.Publisher, err)
 	}
@@ -52,8 +62,14 @@ func (c *TXTChallenge) PresentTXT(ctx context.Context, fqdn, value string) error
 // CleanUpTXT removes the record. Its removal is not waited for: a stale
 // challenge record harms nobody.
 func (c *TXTChallenge) CleanUpTXT(ctx context.Context, fqdn, value string) error {
-	if err := c.Publisher.Delete(ctx, c.record(fqdn, value)); err != nil {
+	rr := c.record(fqdn, value)
+	if err := c.Publisher.Delete(ctx, rr); err != nil {
 		return fmt.Errorf("dns-01: %s: %w", c.Publisher, err)
+	}
+	if c.Track != nil {
+		if err := c.Track(rr, false); err != nil {
+			return fmt.Errorf("dns-01: %w", err)
+		}
 	}
 	return nil
 }

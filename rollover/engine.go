@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/daneroll/daneroll/acme"
@@ -124,6 +125,10 @@ type Engine struct {
 	// lookOnly is set for dry runs: nothing may be written, not even an
 	// ACME account, so the CA is not asked at all.
 	lookOnly bool
+
+	// mu guards a certificate's State and its journal write while lego
+	// calls back (dns-01 records) from its own goroutines.
+	mu sync.Mutex
 }
 
 // errLookOnly keeps a dry run away from the CA.

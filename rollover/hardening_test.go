@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/daneroll/daneroll/acme"
+	"github.com/daneroll/daneroll/internal/dnstest"
 	"github.com/daneroll/daneroll/internal/pebbletest"
 	"github.com/daneroll/daneroll/store"
 )
@@ -173,5 +176,37 @@ func TestPendingTransactionKeepsItsError(t *testing.T) {
 	ss, err := e.Status(context.Background(), nil)
 	if err != nil || ss[0].Pending == nil || ss[0].Pending.Error != txn.Error {
 		t.Errorf("status %+v, %v: want the pending error", ss, err)
+	}
+}
+
+// A run killed during dns-01 leaves its challenge record in the zone; the
+// journal names it, and the next run removes it before ordering again.
+func TestLeftoverChallengeRecordsAreRemoved(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	e := w.engine(nil)
+	w.mustRenew(e, RenewOptions{}, "issued")
+	const leftover = `_acme-challenge.mail.example.test. 60 IN TXT "left-by-a-killed-run"`
+	if err := w.dns.Update(func(z *dnstest.Zone) error { return z.AddString(leftover) }); err != nil {
+		t.Fatal(err)
+	}
+	// The journal as a run killed inside the order left it.
+	st := w.state()
+	st.Txn = &Txn{Kind: KindRenew, Step: StepObtain, Reason: "renewal forced (--force)", Started: time.Now(),
+		Target: st.Current, Previous: st.Current, PrevSet: st.LiveSet, Challenges: []string{leftover}}
+	if err := w.store.WriteJSON(store.JournalPath("mail"), st); err != nil {
+		t.Fatal(err)
+	}
+	w.mustRenew(e, RenewOptions{}, "renewed")
+	m := new(dns.Msg)
+	m.SetQuestion("_acme-challenge.mail.example.test.", dns.TypeTXT)
+	r, err := dns.Exchange(m, w.dns.Primary())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Answer) != 0 {
+		t.Errorf("challenge records left in the zone: %v", r.Answer)
+	}
+	if w.state().Txn != nil {
+		t.Error("transaction still pending")
 	}
 }

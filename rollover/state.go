@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/daneroll/daneroll/acme"
 	"github.com/daneroll/daneroll/store"
@@ -141,6 +144,10 @@ type Txn struct {
 	// RetireChanged is set when the retire step added or removed records,
 	// which the step after it then confirms.
 	RetireChanged bool `json:"retire_changed,omitempty"`
+	// Challenges are the dns-01 TXT records (zone-file lines) published
+	// for the order and not yet removed: written before each is added, so
+	// that the run after a kill removes what the killed one left.
+	Challenges []string `json:"challenges,omitempty"`
 	// Error is what stopped the last attempt at Step, and ErrorAt when;
 	// both are cleared when the step succeeds.
 	Error   string    `json:"error,omitempty"`
@@ -320,7 +327,26 @@ func (s *State) validate() error {
 			return fmt.Errorf("txn.retired[%d]: %q is not a key id", i, id)
 		}
 	}
+	for i, line := range t.Challenges {
+		if _, err := challengeRecord(line); err != nil {
+			return fmt.Errorf("txn.challenges[%d]: %v", i, err)
+		}
+	}
 	return nil
+}
+
+// challengeRecord reads a journaled dns-01 record. Only TXT records at an
+// _acme-challenge name are accepted: the next run deletes them.
+func challengeRecord(line string) (*dns.TXT, error) {
+	rr, err := dns.NewRR(line)
+	if err != nil {
+		return nil, fmt.Errorf("not a record: %q", line)
+	}
+	txt, ok := rr.(*dns.TXT)
+	if !ok || !strings.HasPrefix(strings.ToLower(txt.Hdr.Name), "_acme-challenge.") {
+		return nil, fmt.Errorf("%q is not an _acme-challenge TXT record", line)
+	}
+	return txt, nil
 }
 
 func mustHex(s string) []byte {

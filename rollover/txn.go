@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -587,7 +588,10 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 	if err != nil {
 		return err
 	}
-	req := acme.Request{Domains: c.Domains, Key: key, Profile: c.Profile, Solver: e.solver(c)}
+	if err := e.removeChallenges(ctx, c, st); err != nil {
+		return err
+	}
+	req := acme.Request{Domains: c.Domains, Key: key, Profile: c.Profile, Solver: e.solver(c, st)}
 	// "replaces" only to the CA that issued the live certificate: another
 	// refuses the order. (When the issuer is not recorded, the client
 	// orders again without it if the CA refuses.)
@@ -616,7 +620,7 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 	return nil
 }
 
-func (e *Engine) solver(c *config.Certificate) acme.Solver {
+func (e *Engine) solver(c *config.Certificate, st *State) acme.Solver {
 	s := acme.Solver{
 		Challenge:       c.Challenge,
 		HTTP01Listen:    c.HTTP01Listen,
@@ -625,10 +629,54 @@ func (e *Engine) solver(c *config.Certificate) acme.Solver {
 	}
 	if c.Challenge == config.ChallengeDNS01 {
 		if d := e.opts.DNS[c.Publisher]; d != nil {
-			s.DNS01 = &dane.TXTChallenge{Publisher: d.Publisher, Confirmer: d.Confirmer, Timeout: e.cfg.DNS.ConfirmTimeout.Duration}
+			s.DNS01 = &dane.TXTChallenge{Publisher: d.Publisher, Confirmer: d.Confirmer, Timeout: e.cfg.DNS.ConfirmTimeout.Duration,
+				Track: func(rr *dns.TXT, present bool) error { return e.trackChallenge(c, st, rr.String(), present) }}
 		}
 	}
 	return s
+}
+
+// trackChallenge journals a dns-01 record before it is published and
+// forgets it once it is deleted.
+func (e *Engine) trackChallenge(c *config.Certificate, st *State, line string, present bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	txn := st.Txn
+	if present == contains(txn.Challenges, line) {
+		return nil
+	}
+	if present {
+		txn.Challenges = append(txn.Challenges, line)
+	} else {
+		txn.Challenges = slices.DeleteFunc(txn.Challenges, func(l string) bool { return l == line })
+	}
+	return e.save(c, st)
+}
+
+// removeChallenges deletes the dns-01 records a killed run published and
+// could not remove.
+func (e *Engine) removeChallenges(ctx context.Context, c *config.Certificate, st *State) error {
+	if len(st.Txn.Challenges) == 0 {
+		return nil
+	}
+	d, err := e.dns(c)
+	if err != nil {
+		return fmt.Errorf("remove the dns-01 records an interrupted run left (%s): %w", strings.Join(st.Txn.Challenges, "; "), err)
+	}
+	for _, line := range slices.Clone(st.Txn.Challenges) {
+		rr, err := challengeRecord(line)
+		if err != nil {
+			return err
+		}
+		e.rep.Progress(c.Name, "obtain", "removing a dns-01 record an interrupted run left: "+dane.RRText(rr))
+		if err := d.Publisher.Delete(ctx, rr); err != nil {
+			return fmt.Errorf("%s: delete %s: %w", d.Publisher, dane.RRText(rr), err)
+		}
+		if err := e.trackChallenge(c, st, line, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // promote makes the target key the current one; under rollover a new next

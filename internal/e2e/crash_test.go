@@ -119,6 +119,13 @@ func invariants(policy string) func(*testing.T, *world) {
 		if got := w.servedEverywhere(); !slices.Equal(sorted(got), sorted(want)) {
 			t.Errorf("published %v, want exactly %v: a stale or missing record", got, want)
 		}
+		m := new(dns.Msg)
+		m.SetQuestion("_acme-challenge.mail.example.test.", dns.TypeTXT)
+		if r, err := dns.Exchange(m, w.dns.Primary()); err != nil {
+			t.Fatal(err)
+		} else if len(r.Answer) > 0 {
+			t.Errorf("dns-01 records left in the zone: %v", r.Answer)
+		}
 		cacheModel(t, w)
 	}
 }
