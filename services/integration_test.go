@@ -111,7 +111,7 @@ func TestReloadBySignalThenProbe(t *testing.T) {
 	}
 
 	st.switchTo("0002")
-	if err := Reload(ctx, []string{"kill", "-HUP", strconv.Itoa(os.Getpid())}, 10*time.Second, testLogger(t)); err != nil {
+	if err := Reload(ctx, []string{"kill", "-HUP", strconv.Itoa(os.Getpid())}, ReloadOptions{Timeout: 10 * time.Second, Logger: testLogger(t)}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = ProbeUntil(ctx, e, opts, time.Minute, func(r *ProbeResult) bool { return r.LeafSPKI() == b })
@@ -148,7 +148,7 @@ func TestPostfix(t *testing.T) {
 	}
 
 	st.switchTo("0002")
-	if err := Reload(ctx, pf.ReloadArgv(), time.Minute, testLogger(t)); err != nil {
+	if err := Reload(ctx, pf.ReloadArgv(), ReloadOptions{Timeout: time.Minute, Logger: testLogger(t)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ProbeUntil(ctx, e, opts, 2*time.Minute, func(r *ProbeResult) bool { return r.LeafSPKI() == b }); err != nil {

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 const (
@@ -213,10 +215,21 @@ func Probe(ctx context.Context, e Endpoint, opts ProbeOptions) (*ProbeResult, er
 
 // dialReason says why a connection could not be made, in one line.
 func dialReason(ctx context.Context, addr string, err error) string {
-	var dnsErr *net.DNSError
+	var (
+		dnsErr     *net.DNSError
+		resolveErr *resolveError
+		dialErr    *dialError
+	)
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
 		return "canceled while connecting to " + addr
+	case errors.As(err, &resolveErr):
+		// ResolverDialer's: its message names the resolver, which the
+		// net.DNSError case below could not.
+		return resolveErr.Error()
+	case errors.As(err, &dialErr):
+		// ResolverDialer's: it names every address that failed.
+		return dialErr.Error()
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connect " + addr + ": connection refused"
 	case errors.As(err, &dnsErr):
@@ -287,7 +300,9 @@ func (s *session) ioFailure(err error, doing string) error {
 		return &stepError{"timeout " + doing, errors.Join(context.DeadlineExceeded, err)}
 	case errors.Is(err, errTooMuch):
 		return &stepError{fmt.Sprintf("server sent more than %d KiB before TLS, %s", maxPlaintext>>10, doing), err}
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE):
+		// EPIPE: a write after the server closed, such as a ClientHello
+		// after a go-ahead and a close.
 		return &stepError{"connection closed by the server " + doing, err}
 	case errors.Is(err, syscall.ECONNRESET):
 		return &stepError{"connection reset by the server " + doing, err}
@@ -315,13 +330,30 @@ func (s *session) send(line, what string) error {
 	return nil
 }
 
+// maxQuote bounds the bytes quote writes between its quotes.
+const maxQuote = 120
+
 // quote shows a line from the server in an error message: quoted, control
-// characters escaped, cut short.
+// characters and invalid UTF-8 escaped, cut short after whole runes so that
+// neither a rune nor an escape is split, and never longer than maxQuote
+// bytes (plus the ellipsis) however many escapes the line needs.
 func quote(line string) string {
-	if len(line) > 120 {
-		line = line[:120] + "…"
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(line); {
+		// One rune, or one byte of invalid UTF-8, which strconv escapes.
+		_, size := utf8.DecodeRuneInString(line[i:])
+		q := strconv.Quote(line[i : i+size])
+		q = q[1 : len(q)-1]
+		if b.Len()-1+len(q) > maxQuote {
+			b.WriteString("…")
+			break
+		}
+		b.WriteString(q)
+		i += size
 	}
-	return fmt.Sprintf("%q", line)
+	b.WriteByte('"')
+	return b.String()
 }
 
 // goodbye ends the protocol session politely over TLS, so that servers log
@@ -504,7 +536,7 @@ func (s *session) imap() error {
 			return err
 		}
 		if status != "OK" {
-			return failf("CAPABILITY refused: %s %s", status, clean(text, 200))
+			return failf("CAPABILITY refused: %s", imapRefusal(status, text))
 		}
 		for _, l := range untagged {
 			if c, ok := strings.CutPrefix(strings.ToUpper(l), "* CAPABILITY "); ok {
@@ -524,9 +556,15 @@ func (s *session) imap() error {
 		return err
 	}
 	if status != "OK" {
-		return failf("STARTTLS refused: %s %s", status, clean(text, 200))
+		return failf("STARTTLS refused: %s", imapRefusal(status, text))
 	}
 	return nil
+}
+
+// imapRefusal shows a tagged answer other than OK: its status and text,
+// both from the server, so both cleaned.
+func imapRefusal(status, text string) string {
+	return clean(strings.TrimSpace(status+" "+text), 200)
 }
 
 func contains(list []string, word string) bool {

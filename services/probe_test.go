@@ -261,6 +261,11 @@ func TestProbeFailuresAreClear(t *testing.T) {
 			c.expect("a1 STARTTLS")
 			c.send("a1 NO [UNAVAILABLE] no TLS today\r\n")
 		}},
+		{"imap STARTTLS refused with escapes", "imap", "STARTTLS refused: ?[2JNO? no ?[31mTLS", "", func(c *fconn) {
+			c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n")
+			c.expect("a1 STARTTLS")
+			c.send("a1 \x1b[2JNO\a no \x1b[31mTLS\r\n")
+		}},
 		{"imap preauth", "imap", "PREAUTH", "", func(c *fconn) {
 			c.send("* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome\r\n")
 		}},
@@ -426,5 +431,22 @@ func TestProbeResultLeafSPKI(t *testing.T) {
 	}
 	if (&ProbeResult{}).LeafSPKI() != "" {
 		t.Error("LeafSPKI of an empty chain is not empty")
+	}
+}
+
+func TestQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"SSH-2.0-OpenSSH_9.6":       `"SSH-2.0-OpenSSH_9.6"`,
+		"\x1b[31mred\x00\xff":       `"\x1b[31mred\x00\xff"`,
+		"h\u00e9 \u202e":            `"hé \u202e"`,
+		strings.Repeat("x", 200):    `"` + strings.Repeat("x", maxQuote) + `…"`,
+		strings.Repeat("\x01", 200): `"` + strings.Repeat(`\x01`, maxQuote/4) + `…"`,
+		// A rune is not split: 119 bytes, then a two-byte rune that would
+		// end at 121.
+		strings.Repeat("x", 119) + "é": `"` + strings.Repeat("x", 119) + `…"`,
+	} {
+		if got := quote(in); got != want {
+			t.Errorf("quote(%q) =\n %s\nwant\n %s", in, got, want)
+		}
 	}
 }

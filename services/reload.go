@@ -8,9 +8,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"os/exec"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // DefaultReloadTimeout applies when Reload is given no timeout.
@@ -52,9 +55,9 @@ func (e *ReloadError) Error() string {
 	b.WriteString(formatArgv(e.Argv))
 	b.WriteString(": ")
 	b.WriteString(e.reason())
-	if last := lastLine(e.Output); last != "" {
+	if gist := outputGist(e.Output); gist != "" {
 		b.WriteString(": ")
-		b.WriteString(last)
+		b.WriteString(gist)
 	}
 	return b.String()
 }
@@ -85,20 +88,35 @@ func (e *ReloadError) reason() string {
 
 func (e *ReloadError) Unwrap() error { return e.Err }
 
+// ReloadOptions configure Reload. The zero value is ready to use.
+type ReloadOptions struct {
+	// Timeout bounds the command; DefaultReloadTimeout when <= 0.
+	Timeout time.Duration
+	// Env is the command's whole environment (KEY=VALUE entries); nil
+	// inherits daneroll's. daneroll's own environment may carry secrets
+	// (API tokens, TSIG keys) that a reload command has no business
+	// seeing: see EnvWithout.
+	Env []string
+	// Logger receives the command's output at debug level; nil discards.
+	Logger *slog.Logger
+}
+
 // Reload runs argv (never through a shell, never split on spaces) with a
-// timeout (DefaultReloadTimeout when timeout <= 0). Standard input is empty,
-// so a command that prompts fails instead of hanging. On timeout or when ctx
+// timeout and the environment opts say. Standard input is empty, so a
+// command that prompts fails instead of hanging. On timeout or when ctx
 // ends, the command and every process it started in its process group are
 // killed. On failure the error is a *ReloadError that carries the exit
 // status and the command's combined output; the output of successful runs is
 // logged at debug level.
-func Reload(ctx context.Context, argv []string, timeout time.Duration, log *slog.Logger) error {
+func Reload(ctx context.Context, argv []string, opts ReloadOptions) error {
+	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if len(argv) == 0 || argv[0] == "" {
 		return errors.New("reload: empty command")
 	}
+	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = DefaultReloadTimeout
 	}
@@ -107,6 +125,7 @@ func Reload(ctx context.Context, argv []string, timeout time.Duration, log *slog
 
 	out := &capBuffer{}
 	cmd := exec.CommandContext(tctx, argv[0], argv[1:]...)
+	cmd.Env = opts.Env // nil inherits, as os/exec does
 	// One writer for both streams: os/exec then copies them with a single
 	// goroutine, so capBuffer needs no lock, and the interleaving is kept.
 	cmd.Stdout = out
@@ -186,16 +205,85 @@ func (c *capBuffer) String() string {
 	return strings.TrimSpace(strings.ToValidUTF8(s, "\uFFFD"))
 }
 
-// lastLine returns the last non-empty line of output, cleaned for a one-line
-// error message: the line that usually says what went wrong.
-func lastLine(output string) string {
-	lines := strings.Split(output, "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			return clean(l, 200)
+// EnvWithout returns environ (KEY=VALUE entries, as from os.Environ)
+// without the variables named: every entry for them, duplicates included,
+// since a program sees one of them and which one is not ours to guess. The
+// result is never nil, so that as ReloadOptions.Env it never means
+// "inherit", even when nothing is left.
+func EnvWithout(environ []string, names ...string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		key, _, _ := strings.Cut(kv, "=")
+		if !slices.ContainsFunc(names, func(n string) bool { return n != "" && sameEnvName(key, n) }) {
+			out = append(out, kv)
 		}
 	}
-	return ""
+	return out
+}
+
+// sameEnvName reports whether two environment variable names are the same
+// variable: case-sensitive, except on Windows.
+func sameEnvName(a, b string) bool {
+	if runtime.GOOS == "windows" {
+		return strings.EqualFold(a, b)
+	}
+	return a == b
+}
+
+// The parts of a reload command's output that its error message quotes.
+const (
+	gistLine = 200   // runes kept of each quoted line
+	gistGap  = " … " // between the first and last lines when lines were skipped
+	gistNext = " / " // between the first and last lines when they are adjacent
+)
+
+// outputGist returns the first and the last non-empty lines of output,
+// cleaned and cut, as one line. Commands disagree on where the cause goes:
+// postfix, nginx -t and systemctl put it first and end with a generic
+// "fatal: … failed" or "See journalctl", scripts end with it. One line of
+// output is quoted once.
+func outputGist(output string) string {
+	// The non-empty lines; the marker of an omission counts as one, so
+	// that a cut shows as a gap.
+	var lines []string
+	for l := range strings.Lines(output) {
+		if l = visibleLine(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	first := slices.IndexFunc(lines, isSaid)
+	if first < 0 {
+		return ""
+	}
+	last := len(lines) - 1
+	for !isSaid(lines[last]) {
+		last--
+	}
+	head, tail := clean(lines[first], gistLine), clean(lines[last], gistLine)
+	switch {
+	case first == last || head == tail:
+		return head
+	case last == first+1:
+		return head + gistNext + tail
+	}
+	return head + gistGap + tail
+}
+
+// visibleLine returns what a terminal would show of one line of output:
+// trimmed, tabs as spaces, and only what follows the last carriage return
+// (progress meters redraw their line with one).
+func visibleLine(l string) string {
+	l = strings.TrimSpace(l)
+	if i := strings.LastIndexByte(l, '\r'); i >= 0 {
+		l = strings.TrimSpace(l[i+1:])
+	}
+	return strings.ReplaceAll(l, "\t", " ")
+}
+
+// isSaid reports whether l is something the command said, not the line
+// capBuffer puts where it dropped the middle of the output.
+func isSaid(l string) bool {
+	return !strings.HasPrefix(l, "[… ") || !strings.HasSuffix(l, " bytes omitted …]")
 }
 
 // formatArgv writes argv the way a shell user would type it, quoting the
@@ -224,8 +312,10 @@ func needsQuote(r rune) bool {
 }
 
 // clean makes text from a command or a remote server safe to put in a
-// one-line message: control characters (terminal escapes included) become
-// '?', invalid UTF-8 is replaced, and the result is cut at max runes.
+// one-line message: control characters (terminal escapes included), Unicode
+// line and paragraph separators and format characters (bidirectional
+// overrides, which can make a message read backwards) become '?', invalid
+// UTF-8 is replaced, and the result is cut at max runes.
 func clean(s string, max int) string {
 	var b strings.Builder
 	n := 0
@@ -234,11 +324,16 @@ func clean(s string, max int) string {
 			b.WriteString("…")
 			break
 		}
-		if r < 0x20 || r == 0x7f || (0x80 <= r && r < 0xa0) {
+		if unsafeRune(r) {
 			r = '?'
 		}
 		b.WriteRune(r)
 		n++
 	}
 	return b.String()
+}
+
+// unsafeRune reports whether r does not belong in a one-line message.
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }
