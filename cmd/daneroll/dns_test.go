@@ -24,9 +24,11 @@ const (
 // TestDNSScript runs the dns_* scripts, which each get an in-process
 // DNSSEC-signed zone example.test on three authoritative servers that take
 // TSIG-signed RFC 2136 updates, and an in-process Cloudflare API for the
-// same zone. Setup exports:
+// same zone, behind an in-process caching, validating resolver with the
+// zone's DS as trust anchor. Setup exports:
 //
 //	NS1 NS2 NS3   the servers' host:port (NS1 is the primary)
+//	RESOLVER      the resolver's host:port, for [dns] resolver
 //	TSIG_SECRET   the secret of TSIG key "daneroll."
 //	CF_API        the Cloudflare API's base URL
 //	CF_TOKEN      the API token it accepts
@@ -57,8 +59,9 @@ func TestDNSScript(t *testing.T) {
 // clusterKey finds a script's DNS servers in its Values.
 type clusterKey struct{}
 
-// startDNS starts the signed three-server zone for a script and exports
-// NS1, NS2, NS3 and TSIG_SECRET.
+// startDNS starts the signed three-server zone and a validating resolver
+// in front of it for a script, and exports NS1, NS2, NS3, RESOLVER and
+// TSIG_SECRET.
 func startDNS(env *testscript.Env) (*dnstest.Cluster, error) {
 	c, err := dnstest.Start(dnstest.Options{
 		Origin:      testZone,
@@ -76,6 +79,14 @@ func startDNS(env *testscript.Env) (*dnstest.Cluster, error) {
 	for i, a := range c.Addrs() {
 		env.Setenv(fmt.Sprintf("NS%d", i+1), a)
 	}
+	// The resolver asks all three servers, as a real one picks among the
+	// zone's name servers, and caches what it got for its TTL.
+	r, err := dnstest.StartResolver(c.ResolverOptions())
+	if err != nil {
+		return nil, err
+	}
+	env.Defer(func() { r.Close() })
+	env.Setenv("RESOLVER", r.Addr())
 	env.Setenv("TSIG_SECRET", canaryTSIG)
 	env.Values[clusterKey{}] = c
 	return c, nil

@@ -23,9 +23,11 @@ const maxWorlds = 2
 
 // TestWorldScript runs the world_* scripts, each against a little internet
 // of its own on loopback, as rollover's engine tests build it: the signed
-// zone of the dns_* scripts, Pebble validating dns-01 against it, and an
-// SMTP service with STARTTLS that serves $WORK/state/live/mail and reloads
-// on SIGHUP to this process. Setup exports, besides what dns_* scripts get:
+// zone of the dns_* scripts with its validating resolver (a script's
+// configuration names it: [dns] resolver = "$RESOLVER"), Pebble validating
+// dns-01 against the zone's primary, and an SMTP service with STARTTLS that
+// serves $WORK/state/live/mail and reloads on SIGHUP to this process. Setup
+// exports, besides what dns_* scripts get:
 //
 //	DIRECTORY   Pebble's ACME directory URL
 //	ROOTS       a PEM file that makes Pebble's HTTPS trusted (acme.ca_roots)

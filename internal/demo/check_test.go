@@ -124,3 +124,29 @@ func TestValidateTLSA(t *testing.T) {
 		t.Errorf("ten years on: %v, want an expired signature", err)
 	}
 }
+
+// TestResolvedTLSA checks the final check's question to the resolver: the
+// records with the AD bit count; the same records without it (no trust
+// anchor), or a name without records, do not.
+func TestResolvedTLSA(t *testing.T) {
+	signed := dnstest.StartT(t, dnstest.Options{Origin: zone, Signed: true,
+		Records: []string{"_25._tcp.mail 2 IN TLSA 3 1 1 " + keyA}})
+	owner := "_25._tcp." + mailHost + "."
+	ctx := context.Background()
+
+	got, err := resolvedTLSA(ctx, signed.StartResolverT(t).Addr(), owner)
+	if err != nil {
+		t.Fatalf("signed zone: %v", err)
+	}
+	if len(got) != 1 || got[0].String() != "3 1 1 "+keyA {
+		t.Errorf("records %v, want the one 3 1 1 %s", got, keyA)
+	}
+	opts := signed.ResolverOptions()
+	opts.Anchor = nil
+	if _, err := resolvedTLSA(ctx, dnstest.StartResolverT(t, opts).Addr(), owner); err == nil || !strings.Contains(err.Error(), "AD bit") {
+		t.Errorf("without a trust anchor: %v, want no AD bit", err)
+	}
+	if _, err := resolvedTLSA(ctx, signed.StartResolverT(t).Addr(), "_26._tcp."+mailHost+"."); err == nil {
+		t.Errorf("a name without TLSA records passed")
+	}
+}

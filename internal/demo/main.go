@@ -9,7 +9,8 @@
 // rollover to the pre-published next key, while a prober checks five times
 // a second that the served key has a record on every server and in every
 // answer a resolver may still cache. It ends with a DANE check of its own:
-// DNSSEC validation from the DS down, a STARTTLS handshake and a match.
+// DNSSEC validation from the DS down, a STARTTLS handshake and a match,
+// also against what an in-process validating resolver answers.
 //
 // Run it with make demo, or from the source tree:
 //
@@ -175,7 +176,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // failed, err is set when the demo could not go on.
 func (d *demo) play(ctx context.Context, o worldOptions, every time.Duration) (ok bool, err error) {
 	con := d.con
-	con.heading("Setting up: a test CA, a signed zone on 3 name servers, an SMTP server")
+	con.heading("Setting up: a test CA, a signed zone on 3 name servers, a resolver, an SMTP server")
 	t0 := time.Now()
 	binDir := filepath.Join(o.dir, "bin")
 	if err := os.Mkdir(binDir, 0o700); err != nil {
@@ -337,7 +338,8 @@ func (d *demo) play(ctx context.Context, o worldOptions, every time.Duration) (o
 	// 5. An independent check.
 	con.heading("5/5  An independent DANE check, without daneroll")
 	con.say("DNSSEC validation of each server's TLSA RRset from the DS down, a STARTTLS")
-	con.say("handshake, and RFC 7671/7672 matching of the served chain.")
+	con.say("handshake, and RFC 7671/7672 matching of the served chain against each")
+	con.say("server's records and against the validating resolver's answer.")
 	t = time.Now()
 	pass := d.finalCheck(ctx)
 	certs, keys, gaps := d.historyCheck()
@@ -422,15 +424,15 @@ func (d *demo) summary(total time.Duration, ok bool) {
 }
 
 // showConfig prints the part of daneroll's configuration the demo is
-// about: the publisher, the certificate and the service.
+// about: the resolver, the publisher, the certificate and the service.
 func (d *demo) showConfig() error {
 	data, err := os.ReadFile(d.w.cfgFile)
 	if err != nil {
 		return err
 	}
-	d.con.say("daneroll's configuration, %s (from [dns.publisher.ns1] on):", d.w.cfgFile)
+	d.con.say("daneroll's configuration, %s (from [dns] on):", d.w.cfgFile)
 	text := string(data)
-	if i := strings.Index(text, "[dns.publisher."); i >= 0 {
+	if i := strings.Index(text, "\n[dns]\n"); i >= 0 {
 		text = text[i:]
 	}
 	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {

@@ -149,8 +149,9 @@ func keyByTag(keys []*dns.DNSKEY, tag uint16) *dns.DNSKEY {
 
 // finalCheck is the demo's own DANE client, which does not use daneroll:
 // it validates each server's TLSA RRset from the DS down, makes a STARTTLS
-// handshake and matches the served chain against every server's records.
-// It reports whether everything passed.
+// handshake and matches the served chain against every server's records
+// and against what the validating resolver answers. It reports whether
+// everything passed.
 func (d *demo) finalCheck(ctx context.Context) bool {
 	w, con := d.w, d.con
 	ds := w.dns.DS()
@@ -198,7 +199,54 @@ func (d *demo) finalCheck(ctx context.Context) bool {
 		}
 		con.say("      the served leaf matches %s", r.Matched[0])
 	}
+
+	// What a DANE client behind a validating resolver sees: the resolver
+	// may still hold an older answer, which must match the served key too.
+	addr := w.resolver.Addr()
+	records, err := resolvedTLSA(ctx, addr, w.owner())
+	if err != nil {
+		fail("resolver %s: %v", addr, err)
+		return pass
+	}
+	r, err := dane.Verify(records, res.Chain, dane.VerifyOptions{SMTP: true, Names: []string{mailHost}, Now: now})
+	if err != nil {
+		fail("resolver %s: the served chain does not match its answer: %v", addr, err)
+		return pass
+	}
+	con.say("resolver %s: %d TLSA record(s) with the AD bit; the served leaf matches %s", addr, len(records), r.Matched[0])
 	return pass
+}
+
+// resolvedTLSA asks a validating resolver for the TLSA records at owner, as
+// a DANE client does (RFC 7672 §2.2): only an answer with the AD bit counts.
+func resolvedTLSA(ctx context.Context, addr, owner string) ([]dane.TLSA, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(owner, dns.TypeTLSA)
+	m.SetEdns0(1232, true)
+	c := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	r, _, err := c.ExchangeContext(ctx, m, addr)
+	switch {
+	case err != nil:
+		return nil, err
+	case r.Rcode != dns.RcodeSuccess:
+		return nil, fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+	case !r.AuthenticatedData:
+		return nil, errors.New("answer without the AD bit: not validated")
+	}
+	var out []dane.TLSA
+	for _, rr := range r.Answer {
+		if t, ok := rr.(*dns.TLSA); ok && strings.EqualFold(t.Hdr.Name, owner) {
+			rec, err := dane.FromRR(t)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rec)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no TLSA records")
+	}
+	return out, nil
 }
 
 func sameRecords(a, b []dane.TLSA) bool {

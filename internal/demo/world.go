@@ -28,18 +28,21 @@ const (
 )
 
 // world is the demo's little internet on 127.0.0.1: Pebble as the CA, a
-// signed zone on three authoritative servers taking RFC 2136 updates, and
-// an SMTP service with STARTTLS serving daneroll's live set, with a
-// daneroll configuration that ties them together.
+// signed zone on three authoritative servers taking RFC 2136 updates, a
+// caching, validating resolver in front of them, and an SMTP service with
+// STARTTLS serving daneroll's live set, with a daneroll configuration that
+// ties them together.
 type world struct {
 	dir     string // everything the demo writes
 	state   string // daneroll's state_dir
 	cfgFile string
 	port    string // the SMTP service's port
 	dns     *dnstest.Cluster
-	pebble  *pebbletest.Pebble
-	svc     *tlsservice.Server
-	start   time.Time // for "+1.234s" stamps in the final history check
+	// resolver is daneroll's [dns] resolver, as a DANE client's would be.
+	resolver *dnstest.Resolver
+	pebble   *pebbletest.Pebble
+	svc      *tlsservice.Server
+	start    time.Time // for "+1.234s" stamps in the final history check
 
 	closers []func() // run in reverse by close
 }
@@ -96,6 +99,16 @@ func startWorld(ctx context.Context, o worldOptions) (_ *world, err error) {
 	}
 	o.say("zone %s signed (ECDSA P-256, NSEC); its DS, the trust anchor:", strings.TrimSuffix(zone, "."))
 	o.say("     %s", rrLine(w.dns.DS()))
+
+	// A resolver as DANE clients use: it asks the three servers, keeps
+	// each answer for its TTL and sets the AD bit for what validates from
+	// the DS. daneroll's status asks it, as [dns] resolver.
+	w.resolver, err = dnstest.StartResolver(w.dns.ResolverOptions())
+	if err != nil {
+		return nil, fmt.Errorf("resolver: %w", err)
+	}
+	w.closers = append(w.closers, func() { w.resolver.Close() })
+	o.say("res  %-16s validating resolver: asks ns1-ns3, caches for the TTL, the DS as trust anchor", w.resolver.Addr())
 
 	w.pebble, err = pebbletest.Start(ctx, pebbletest.Options{
 		Dir:       filepath.Join(o.dir, "pebble"),
@@ -159,6 +172,7 @@ accept_tos = true
 ca_roots = [%q]
 
 [dns]
+resolver = %q
 confirm_timeout = "1m"
 
 [dns.publisher.ns1]
@@ -183,7 +197,7 @@ services = ["smtp"]
 reload = ["kill", "-HUP", "%d"]
 reload_timeout = "10s"
 probe = ["smtp://%s:%s?connect=127.0.0.1"]
-`, w.state, w.pebble.Directory, w.pebble.RootsFile, w.dns.Primary(), tsigName, secretFile, strings.Join(ns, ", "),
+`, w.state, w.pebble.Directory, w.pebble.RootsFile, w.resolver.Addr(), w.dns.Primary(), tsigName, secretFile, strings.Join(ns, ", "),
 		certName, mailHost, w.port, mailHost, o.ttl, o.reloadPID, mailHost, w.port)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("config: %w", err)
