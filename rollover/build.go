@@ -98,15 +98,32 @@ func BuildWithStore(cfg *config.Config, st *store.Store, w Wiring) (*Engine, err
 			return c, nil
 		},
 		Reload: func(ctx context.Context, argv []string, timeout time.Duration) error {
-			return services.Reload(ctx, argv, timeout, log)
+			// Reload commands get daneroll's environment without the
+			// secrets it read from there.
+			return services.Reload(ctx, argv, services.ReloadOptions{Timeout: timeout, Logger: log,
+				Env: services.EnvWithout(os.Environ(), secretEnvs(cfg)...)})
+		},
+		LookupTLSA: func(ctx context.Context, owner string) (*dane.Lookup, error) {
+			resolver, err := resolverOf(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return dane.LookupTLSA(ctx, &dane.Querier{}, resolver, owner)
 		},
 		Probe: func(ctx context.Context, endpoint string, accept func([]*x509.Certificate) error) error {
 			ep, err := services.ParseEndpoint(endpoint)
 			if err != nil {
 				return err
 			}
+			// The endpoint's name is resolved as a DANE client of it
+			// resolves it: through the validating resolver.
+			resolver, err := resolverOf(cfg)
+			if err != nil {
+				return err
+			}
+			po := services.ProbeOptions{DialContext: services.ResolverDialer(resolver)}
 			var lastReason error
-			_, err = services.ProbeUntil(ctx, ep, services.ProbeOptions{}, probeWait, func(r *services.ProbeResult) bool {
+			_, err = services.ProbeUntil(ctx, ep, po, probeWait, func(r *services.ProbeResult) bool {
 				lastReason = accept(r.Chain)
 				return lastReason == nil
 			})
@@ -128,9 +145,11 @@ func BuildDNS(cfg *config.Config, log *slog.Logger, clock Clock, instruct func(m
 		conf := &dane.Confirmer{
 			Nameservers: p.Nameservers,
 			Resolver:    cfg.DNS.Resolver,
-			Now:         clock.Now,
-			Sleep:       clock.Sleep,
-			Logger:      log.With("publisher", name),
+			// Every round of questions is bounded like the whole wait.
+			Timeout: cfg.DNS.ConfirmTimeout.Duration,
+			Now:     clock.Now,
+			Sleep:   clock.Sleep,
+			Logger:  log.With("publisher", name),
 		}
 		d := &DNS{Confirmer: conf}
 		switch p.Type {
@@ -191,4 +210,27 @@ func readSecret(file, env string) (string, error) {
 		return "", fmt.Errorf("%s is empty", file)
 	}
 	return v, nil
+}
+
+// resolverOf is the validating resolver: [dns] resolver, else the first of
+// /etc/resolv.conf.
+func resolverOf(cfg *config.Config) (string, error) {
+	if cfg.DNS.Resolver != "" {
+		return cfg.DNS.Resolver, nil
+	}
+	return dane.SystemResolver()
+}
+
+// secretEnvs names the environment variables the configuration reads
+// secrets from.
+func secretEnvs(cfg *config.Config) []string {
+	var names []string
+	for _, p := range cfg.DNS.Publishers {
+		for _, n := range []string{p.APITokenEnv, p.TSIGSecretEnv} {
+			if n != "" {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
 }

@@ -3,7 +3,6 @@ package rollover
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -70,6 +69,11 @@ func Check(ctx context.Context, cfg *config.Config, targets []string, opts Check
 	if q == nil {
 		q = &dane.Querier{}
 	}
+	if opts.Probe.DialContext == nil {
+		// Endpoints are found as a DANE client finds them: through the
+		// validating resolver, not /etc/hosts or /etc/resolv.conf.
+		opts.Probe.DialContext = services.ResolverDialer(resolver)
+	}
 	now := time.Now
 	if opts.Now != nil {
 		now = opts.Now
@@ -134,7 +138,7 @@ func checkEndpoint(ctx context.Context, target, endpoint, resolver string, q *da
 		r.worsen(CheckFail, err.Error())
 		return r
 	}
-	r.Owner = ownerFor(endpoint)
+	r.Owner = ep.TLSAOwner()
 	if r.Owner == "" {
 		r.worsen(CheckFail, "no TLSA owner name for an IP address")
 		return r
@@ -165,9 +169,7 @@ func checkEndpoint(ctx context.Context, target, endpoint, resolver string, q *da
 		id, _, _ := keyID(res.Chain[0].PublicKey)
 		r.Served = id
 	}
-	u, _ := url.Parse(endpoint)
-	smtp := u.Scheme == "smtp" || u.Scheme == "submission" || u.Scheme == "smtps"
-	vo := dane.VerifyOptions{Names: []string{ep.Host}, SMTP: smtp, Now: now}
+	vo := dane.VerifyOptions{Names: []string{ep.Host}, SMTP: isSMTP(ep.Scheme), Now: now}
 	if _, err := dane.Verify(look.Records, res.Chain, vo); err != nil {
 		r.worsen(CheckFail, err.Error())
 	}

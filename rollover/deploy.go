@@ -6,14 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
+	"slices"
 	"strings"
-
-	"github.com/miekg/dns"
 
 	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/dane"
+	"github.com/daneroll/daneroll/services"
 )
 
 // RolledBackError reports a deploy that failed its checks and was undone,
@@ -114,7 +112,8 @@ func (e *Engine) reload(ctx context.Context, c *config.Certificate) error {
 
 // verify probes every endpoint of the certificate's services: the served
 // leaf must carry the target key and the chain must match the TLSA records
-// published for the endpoint. On failure the previous set is put back.
+// that a DANE client of the endpoint finds. On failure the previous set is
+// put back.
 func (e *Engine) verify(ctx context.Context, c *config.Certificate, st *State) error {
 	if err := e.probeAll(ctx, c, st, st.Txn.Target); err != nil {
 		return e.rollback(ctx, c, st, err)
@@ -122,19 +121,29 @@ func (e *Engine) verify(ctx context.Context, c *config.Certificate, st *State) e
 	return nil
 }
 
+// probeAll checks that every endpoint serves key want. With TLSA records
+// configured, each endpoint is judged as a DANE client judges it: by the
+// records at its own owner name (_PORT._tcp.HOST of the probe URL, whatever
+// address connect= dials) as the validating resolver returns them, not by
+// the records daneroll meant to publish.
 func (e *Engine) probeAll(ctx context.Context, c *config.Certificate, st *State, want string) error {
 	k := st.key(want)
 	if k == nil {
 		return fmt.Errorf("unknown key %s", short(want))
 	}
-	published := records(c, e.wantedKeys(st))
 	probes := 0
 	for _, name := range c.Services {
 		for _, endpoint := range e.cfg.Services[name].Probe {
 			probes++
-			owner, tlsa := ownerFor(endpoint), []*dns.TLSA(nil)
-			if owner != "" {
-				tlsa = published[owner]
+			ep, err := services.ParseEndpoint(endpoint)
+			if err != nil {
+				return fmt.Errorf("%s (service %s): %w", endpoint, name, err)
+			}
+			var records []dane.TLSA
+			if len(c.TLSA) > 0 {
+				if records, err = e.clientRecords(ctx, c, ep); err != nil {
+					return fmt.Errorf("%s (service %s): %w", endpoint, name, err)
+				}
 			}
 			accept := func(chain []*x509.Certificate) error {
 				if len(chain) == 0 {
@@ -144,7 +153,13 @@ func (e *Engine) probeAll(ctx context.Context, c *config.Certificate, st *State,
 					id, _, _ := keyID(chain[0].PublicKey)
 					return fmt.Errorf("serves key %s, want %s", short(id), short(k.ID))
 				}
-				return matchTLSA(tlsa, chain, endpoint)
+				if records == nil {
+					return nil
+				}
+				if _, err := dane.Verify(records, chain, dane.VerifyOptions{Names: []string{ep.Host}, SMTP: isSMTP(ep.Scheme), Now: e.clock.Now()}); err != nil {
+					return fmt.Errorf("the TLSA records a DANE client finds at %s: %w", strings.TrimSuffix(ep.TLSAOwner(), "."), err)
+				}
+				return nil
 			}
 			e.rep.Progress(c.Name, "verify", "probing "+endpoint)
 			if err := e.opts.Probe(ctx, endpoint, accept); err != nil {
@@ -152,52 +167,48 @@ func (e *Engine) probeAll(ctx context.Context, c *config.Certificate, st *State,
 			}
 		}
 	}
-	if probes == 0 {
-		e.log.Info("no probes configured; the deploy is not checked", "cert", c.Name)
-	} else {
-		e.rep.Progress(c.Name, "verify", fmt.Sprintf("%d endpoint(s) serve key %s and match their TLSA records", probes, short(want)))
+	switch {
+	case probes == 0:
+		e.log.Warn("the deploy is not checked: no service of the certificate has a probe (allow_unverified_deploy); records of keys it no longer serves are retired on faith",
+			"cert", c.Name, "key", short(want))
+	case len(c.TLSA) > 0:
+		e.rep.Progress(c.Name, "verify", fmt.Sprintf("%d endpoint(s) serve key %s and match the TLSA records the resolver returns for them", probes, short(want)))
+	default:
+		e.rep.Progress(c.Name, "verify", fmt.Sprintf("%d endpoint(s) serve key %s", probes, short(want)))
 	}
 	return nil
 }
 
-// ownerFor is the TLSA owner name of a probe URL: _PORT._tcp.HOST.
-func ownerFor(endpoint string) string {
-	u, err := url.Parse(endpoint)
+// clientRecords are the TLSA records a DANE client of ep finds: those at
+// its owner name, from the validating resolver. None at all fails: the
+// client would find nothing to match (a typo in tlsa, a probe on another
+// port). Records the resolver did not validate are used, with a warning:
+// DANE clients ignore them, so no client fails on them either.
+func (e *Engine) clientRecords(ctx context.Context, c *config.Certificate, ep services.Endpoint) ([]dane.TLSA, error) {
+	owner := ep.TLSAOwner()
+	if owner == "" {
+		e.log.Warn("the probe names an IP address, which has no TLSA records: only the served key is checked there", "cert", c.Name, "probe", ep.String())
+		return nil, nil
+	}
+	look, err := e.opts.LookupTLSA(ctx, owner)
 	if err != nil {
-		return ""
+		return nil, fmt.Errorf("TLSA records at %s: %w", strings.TrimSuffix(owner, "."), err)
 	}
-	port := u.Port()
-	if port == "" {
-		port = config.ProbeDefaultPort(u.Scheme)
+	if len(look.Records) == 0 {
+		hint := ""
+		if !slices.Contains(c.TLSA, strings.TrimSuffix(owner, ".")) {
+			hint = fmt.Sprintf(" (it is not among the certificate's tlsa names: %s)", strings.Join(c.TLSA, ", "))
+		}
+		return nil, fmt.Errorf("no TLSA records at %s, where a DANE client of this endpoint looks%s", strings.TrimSuffix(owner, "."), hint)
 	}
-	if net.ParseIP(u.Hostname()) != nil || port == "" {
-		return ""
+	if !look.Secure {
+		e.log.Warn("the resolver did not validate the TLSA records (no AD bit): DANE clients ignore them", "cert", c.Name, "owner", owner)
 	}
-	return strings.ToLower(dns.Fqdn(fmt.Sprintf("_%s._tcp.%s", port, u.Hostname())))
+	return look.Records, nil
 }
 
-// matchTLSA checks the chain against the records for its endpoint, by the
-// rules of RFC 7671 (and RFC 7672 for SMTP).
-func matchTLSA(records []*dns.TLSA, chain []*x509.Certificate, endpoint string) error {
-	if len(records) == 0 {
-		return nil
-	}
-	var recs []dane.TLSA
-	for _, rr := range records {
-		t, err := dane.FromRR(rr)
-		if err != nil {
-			return err
-		}
-		recs = append(recs, t)
-	}
-	u, _ := url.Parse(endpoint)
-	smtp := u != nil && (u.Scheme == "smtp" || u.Scheme == "submission" || u.Scheme == "smtps")
-	var names []string
-	if u != nil {
-		names = []string{u.Hostname()}
-	}
-	_, err := dane.Verify(recs, chain, dane.VerifyOptions{Names: names, SMTP: smtp})
-	return err
+func isSMTP(scheme string) bool {
+	return scheme == "smtp" || scheme == "submission" || scheme == "smtps"
 }
 
 // rollback puts the previous set back after a failed deploy, reloads, and

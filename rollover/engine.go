@@ -106,6 +106,9 @@ type Options struct {
 	// reloads are asynchronous) until accept returns nil for the served
 	// chain, and returns accept's last error otherwise.
 	Probe func(ctx context.Context, endpoint string, accept func(chain []*x509.Certificate) error) error
+	// LookupTLSA asks the validating resolver for the TLSA records at an
+	// owner name, as a DANE client of the endpoint would.
+	LookupTLSA func(ctx context.Context, owner string) (*dane.Lookup, error)
 	// Failpoint, when set, is called just before ("before") and just after
 	// ("after") every journal write. The crash tests use it to kill the
 	// process at every step.

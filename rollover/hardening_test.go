@@ -210,3 +210,83 @@ func TestLeftoverChallengeRecordsAreRemoved(t *testing.T) {
 		t.Error("transaction still pending")
 	}
 }
+
+// Verify judges each endpoint by the records a DANE client of it finds: at
+// the probe's own owner name, from the validating resolver. A typo in tlsa
+// used to pass ("the endpoints match their TLSA records") while clients of
+// the probed port found no record.
+func TestVerifyLooksWhereADANEClientLooks(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "fresh"})
+	w.mustRenew(w.engine(nil), RenewOptions{}, "issued")
+	st := w.state()
+	// The operator mistypes the port: the new key's records go to
+	// _1._tcp, the service's clients look at its own port.
+	w.cfg.Certificates[0].TLSA = []string{"_1._tcp.mail.example.test"}
+	o := w.renew(w.engine(nil), RenewOptions{Force: true})
+	var rb *RolledBackError
+	if !errors.As(o.Err, &rb) || !rb.Reverted {
+		t.Fatalf("key change with a mistyped tlsa name: %+v, want a rollback", o)
+	}
+	if msg := o.Err.Error(); !strings.Contains(msg, "_"+w.port+"._tcp.mail.example.test") {
+		t.Errorf("message %q does not name where clients look", msg)
+	}
+	if w.svc.Served() != st.Current {
+		t.Errorf("serving %s, want the old key %s back", short(w.svc.Served()), short(st.Current))
+	}
+}
+
+// No records at all where the probe looks: a first issuance fails instead
+// of reporting success.
+func TestVerifyFailsWithoutRecordsAtTheProbe(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	w.cfg.Certificates[0].TLSA = []string{"_18434._tcp.mail.example.test"}
+	o := w.renew(w.engine(nil), RenewOptions{})
+	if o.Err == nil {
+		t.Fatalf("issuance with records at the wrong name succeeded: %+v", o)
+	}
+	want := "no TLSA records at _" + w.port + "._tcp.mail.example.test, where a DANE client of this endpoint looks (it is not among the certificate's tlsa names: _18434._tcp.mail.example.test)"
+	if !strings.Contains(o.Err.Error(), want) {
+		t.Errorf("error %q lacks %q", o.Err, want)
+	}
+}
+
+// A TTL far beyond what any resolver caches (on a record of someone else's
+// at the name) must not hold the certificate for years: a TTL with the top
+// bit set counts as zero (RFC 2181 §8), any other is capped at what
+// resolvers cache at most, and a hold longer than max_hold is an error, not
+// a wait.
+func TestAbsurdTTLIsRefusedNotWaitedFor(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	topBit := w.owner() + " 4294967295 IN TLSA 3 1 1 " + strings.Repeat("ab", 32)
+	if err := w.dns.Update(func(z *dnstest.Zone) error { return z.AddString(topBit) }); err != nil {
+		t.Fatal(err)
+	}
+	o := w.renew(w.engine(nil), RenewOptions{NoWait: true})
+	if o.Action != "waiting" || time.Until(o.ResumeAt) > time.Minute {
+		t.Fatalf("outcome %+v: a TTL of 2^32-1 (top bit set) must count as zero, not 272 years", o)
+	}
+
+	w = newWorld(t, worldOptions{policy: "reuse"})
+	huge := w.owner() + " 2147483647 IN TLSA 3 1 1 " + strings.Repeat("cd", 32)
+	if err := w.dns.Update(func(z *dnstest.Zone) error { return z.AddString(huge) }); err != nil {
+		t.Fatal(err)
+	}
+	o = w.renew(w.engine(nil), RenewOptions{NoWait: true})
+	if o.Err == nil || !strings.Contains(o.Err.Error(), "longer than max_hold (7d)") {
+		t.Fatalf("outcome %+v, want the hold refused", o)
+	}
+	var h interface{ Hint() string }
+	if !errors.As(o.Err, &h) || !strings.Contains(h.Hint(), "max_hold") {
+		t.Errorf("no hint: %v", o.Err)
+	}
+	if id, _ := w.store.LiveID("mail"); id != "" {
+		t.Error("a certificate went live")
+	}
+	// With a limit that allows the capped TTL's hold (2 × 7 days), the
+	// wait is that long and no longer: not 136 years.
+	w.cfg.DNS.MaxHold.Duration = 15 * 24 * time.Hour
+	o = w.renew(w.engine(nil), RenewOptions{NoWait: true})
+	if left := time.Until(o.ResumeAt); o.Action != "waiting" || left > 14*24*time.Hour+time.Minute || left < 13*24*time.Hour {
+		t.Errorf("outcome %+v, want a wait of 14 days", o)
+	}
+}

@@ -38,16 +38,17 @@ const (
 // authoritative servers that take RFC 2136 updates, Pebble validating
 // dns-01 against it, and an SMTP service with STARTTLS serving the live set.
 type world struct {
-	t       *testing.T
-	dns     *dnstest.Cluster
-	pebble  *pebbletest.Pebble
-	svc     *tlsservice.Server
-	dir     string
-	cfgFile string
-	cfg     *config.Config
-	store   *store.Store
-	rep     *recorder
-	port    string
+	t        *testing.T
+	dns      *dnstest.Cluster
+	resolver *dnstest.Resolver
+	pebble   *pebbletest.Pebble
+	svc      *tlsservice.Server
+	dir      string
+	cfgFile  string
+	cfg      *config.Config
+	store    *store.Store
+	rep      *recorder
+	port     string
 }
 
 type worldOptions struct {
@@ -82,6 +83,9 @@ func newWorld(t *testing.T, o worldOptions) *world {
 		SOATTL:      60,
 		NegativeTTL: 1,
 	})
+	// A validating resolver in front of the cluster: verify judges the
+	// service by what it returns, as a DANE client would.
+	w.resolver = w.dns.StartResolverT(t)
 	ctx := context.Background()
 	var err error
 	w.pebble, err = pebbletest.Start(ctx, pebbletest.Options{Dir: filepath.Join(w.dir, "pebble"), Binary: pebbleBin, DNSServer: w.dns.Primary()})
@@ -122,6 +126,7 @@ ca_roots = [%q]
 [dns]
 hold_factor = 2.0
 confirm_timeout = "1m"
+resolver = %q
 
 [dns.publisher.ns]
 type = "rfc2136"
@@ -145,7 +150,7 @@ services = ["smtp"]
 reload = [%s]
 reload_timeout = "10s"
 probe = ["smtp://mail.example.test:%s?connect=127.0.0.1"]
-`, st, w.pebble.Directory, w.pebble.RootsFile, w.dns.Primary(), secret, strings.Join(ns, ", "),
+`, st, w.pebble.Directory, w.pebble.RootsFile, w.resolver.Addr(), w.dns.Primary(), secret, strings.Join(ns, ", "),
 		quoteAll(o.domains), o.policy, w.port, o.ttl, o.extra, quoteAll(reload), w.port)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

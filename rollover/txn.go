@@ -501,6 +501,16 @@ func (e *Engine) confirm(ctx context.Context, c *config.Certificate, st *State, 
 	}
 	st.Txn.ConfirmedAt = rep.At
 	hold := dane.HoldFor(e.cfg.DNS.HoldFactor, st.Txn.HoldTTL, rep)
+	if limit := e.cfg.DNS.MaxHold.Duration; hold > limit {
+		// TTLs come from DNS answers: a hold of weeks is a mistake in
+		// the zone or someone else's answer, not something to wait for
+		// with the lock held.
+		return &HintError{
+			Err: fmt.Errorf("the hold would be %s (%v × a TTL of %d s that resolvers may hold), longer than max_hold (%s); nothing is served until it is resolved",
+				config.FormatDuration(hold), e.cfg.DNS.HoldFactor, max(st.Txn.HoldTTL, dane.CachedTTL(rep, false)), config.FormatDuration(limit)),
+			Advice: "lower the TTL of the TLSA records (and the zone's SOA minimum) or raise [dns] max_hold, then run daneroll renew again",
+		}
+	}
 	for _, k := range e.wantedKeys(st) {
 		if k.SafeAt == nil {
 			k.SafeAt = map[string]time.Time{}
@@ -557,6 +567,10 @@ func (e *Engine) hold(ctx context.Context, c *config.Certificate, st *State, opt
 	now := e.clock.Now()
 	if !now.Before(until) {
 		return nil
+	}
+	if left := until.Sub(now); left > e.cfg.DNS.MaxHold.Duration {
+		return fmt.Errorf("the journal holds key %s until %s, %s from now, longer than max_hold (%s)",
+			short(st.Txn.Target), until.UTC().Format(time.RFC3339), left.Round(time.Second), config.FormatDuration(e.cfg.DNS.MaxHold.Duration))
 	}
 	what := fmt.Sprintf("resolvers may cache answers without the new key's records until %s", until.UTC().Format(time.RFC3339))
 	if opts.NoWait {
