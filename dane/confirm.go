@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -34,11 +35,25 @@ type Confirmer struct {
 	// zone, its NS names and their addresses; "" reads /etc/resolv.conf.
 	Resolver string
 	Querier  *Querier
-	Now      func() time.Time
+	// Timeout bounds one Check (one round of Wait), finding the zone and
+	// its servers included; 0 means DefaultCheckTimeout. Servers that have
+	// not answered by then count as lagging, with the error that says so.
+	Timeout time.Duration
+	Now     func() time.Time
 	// Sleep waits between polls; it must return early when ctx ends.
 	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger
 }
+
+// DefaultCheckTimeout is the Confirmer's Timeout when it is zero: many
+// times what a round costs when one server in each zone never answers
+// (about one Querier timeout, since the servers are asked in parallel).
+const DefaultCheckTimeout = time.Minute
+
+// maxParallel bounds the servers asked at once: more than any usual NS set
+// has addresses, so that a round costs about one question's timeout, while
+// a zone with dozens of addresses is not flooded.
+const maxParallel = 8
 
 // ServerState is what one authoritative server serves.
 type ServerState struct {
@@ -64,7 +79,7 @@ func (s *ServerState) ok() bool {
 
 // OwnerState sums up what the servers serve at one name, for the hold.
 type OwnerState struct {
-	// TTL is the largest TTL served for the RRset.
+	// TTL is the largest TTL served for the RRset, as CacheTTL reads it.
 	TTL uint32
 	// Absent is set when some server had no such RRset at all (NXDOMAIN or
 	// NODATA), which resolvers may cache for the negative TTL.
@@ -73,9 +88,13 @@ type OwnerState struct {
 
 // ZoneReport is one zone's answer to a check.
 type ZoneReport struct {
-	Zone      string
-	Signed    bool
-	NegTTL    uint32 // RFC 2308 negative caching TTL from the SOA
+	Zone   string
+	Signed bool
+	// NegTTL is how long a resolver may cache a denial: the SOA's RFC 2308
+	// negative TTL (at most MaxNegativeTTL) or, where a denial came with
+	// NSEC or NSEC3 records that an RFC 8198 resolver may keep and reuse,
+	// their TTL (at most MaxCacheTTL).
+	NegTTL    uint32
 	Serial    uint32 // the serial every server agrees on, when confirmed
 	Confirmed bool
 	Servers   []ServerState
@@ -185,30 +204,52 @@ func (e *TimeoutError) Error() string {
 // from a fifth of a second to thirty, and returns the confirming report. A round
 // that fails (a lost packet while finding the zone's servers) is retried
 // like a lagging server. It gives up with a *TimeoutError after timeout, or
-// when ctx ends.
+// when ctx ends. The timeout bounds the whole call, a round in progress and
+// the finding of zones and servers included: servers that are still silent
+// then are named in the error. A timeout of 0 or less makes one round.
 func (c *Confirmer) Wait(ctx context.Context, wants []Want, timeout time.Duration) (*Report, error) {
 	start := c.now()
 	delay := 200 * time.Millisecond
 	d := &discovery{}
+	wctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	giveUp := func(rep *Report, err error, waited time.Duration) (*Report, error) {
+		if err != nil {
+			return nil, fmt.Errorf("not confirmed after %s: %w", waited.Round(time.Second), err)
+		}
+		return rep, &TimeoutError{Waited: waited, Report: rep}
+	}
 	for {
-		rep, err := c.check(ctx, wants, d)
+		rep, err := c.round(wctx, wants, d)
 		if err == nil && rep.Confirmed {
 			return rep, nil
 		}
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		// The clock may be a test's: the deadline of wctx, on the real
+		// clock, ends the wait as well.
 		waited := c.now().Sub(start)
+		if wctx.Err() != nil {
+			waited = max(waited, timeout)
+		}
 		if waited >= timeout {
-			if err != nil {
-				return nil, fmt.Errorf("not confirmed after %s: %w", waited.Round(time.Second), err)
-			}
-			return rep, &TimeoutError{Waited: waited, Report: rep}
+			return giveUp(rep, err, waited)
 		}
 		if err != nil {
 			c.log().Warn("cannot check the authoritative servers; trying again", "err", err)
 		} else {
 			c.log().Info("waiting for authoritative servers", "lagging", strings.Join(rep.Lagging(), " | "))
 		}
-		if err := c.sleep(ctx, min(delay, timeout-waited)); err != nil {
-			return rep, err
+		if serr := c.sleep(wctx, min(delay, timeout-waited)); serr != nil {
+			if ctx.Err() != nil {
+				return rep, serr
+			}
+			return giveUp(rep, err, max(c.now().Sub(start), timeout))
 		}
 		delay = min(delay*3/2, 30*time.Second)
 	}
@@ -221,9 +262,23 @@ type discovery struct {
 	servers map[string][]Server
 }
 
-// Check asks every authoritative server once.
+// Check asks every authoritative server once, within the Confirmer's
+// Timeout. It fails when the zones or their servers cannot be found; a
+// server that does not answer in time is reported (as lagging), not an
+// error.
 func (c *Confirmer) Check(ctx context.Context, wants []Want) (*Report, error) {
-	return c.check(ctx, wants, &discovery{})
+	return c.round(ctx, wants, &discovery{})
+}
+
+// round is one Check, bounded by the Confirmer's Timeout.
+func (c *Confirmer) round(ctx context.Context, wants []Want, d *discovery) (*Report, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultCheckTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.check(ctx, wants, d)
 }
 
 func (c *Confirmer) check(ctx context.Context, wants []Want, d *discovery) (*Report, error) {
@@ -266,27 +321,36 @@ func (c *Confirmer) check(ctx context.Context, wants []Want, d *discovery) (*Rep
 
 func (c *Confirmer) checkZone(ctx context.Context, zone string, servers []Server, wants []Want) *ZoneReport {
 	zr := &ZoneReport{Zone: zone, Owners: map[string]OwnerState{}}
-	q := c.querier()
-	// Signed or not is a property of the zone: ask until a server answers
-	// for it, authoritatively.
-	for _, s := range servers {
-		if s.Err != nil {
-			continue
+	// Asked in parallel, so that a silent server costs one timeout per
+	// round rather than one per server; merged in the servers' order, so
+	// that the report does not depend on who answered first.
+	results := make([]serverResult, len(servers))
+	parallel(len(servers), func(i int) {
+		s := servers[i]
+		r := &results[i]
+		r.st = ServerState{Addr: s.Addr, NS: s.NS, Err: s.Err}
+		if s.Err == nil {
+			c.checkServer(ctx, zone, wants, r)
 		}
-		m, err := q.Query(ctx, s.Addr, zone, dns.TypeDNSKEY, false)
-		if err != nil || m.Rcode != dns.RcodeSuccess || !m.Authoritative {
-			continue
+	})
+	// Signed or not is a property of the zone: the first server that
+	// answered the DNSKEY question authoritatively says.
+	for _, r := range results {
+		if r.keysAnswered {
+			zr.Signed = r.signed
+			break
 		}
-		keys, _ := rrsetOf(m.Answer, zone, dns.TypeDNSKEY)
-		zr.Signed = len(keys) > 0
-		break
 	}
-	for _, s := range servers {
-		st := ServerState{Addr: s.Addr, NS: s.NS, Err: s.Err}
-		if st.Err == nil {
-			c.checkServer(ctx, zone, wants, zr, &st)
+	for _, r := range results {
+		r.st.Unsigned = zr.Signed && r.rrsetWithoutSig
+		zr.Servers = append(zr.Servers, r.st)
+		zr.NegTTL = max(zr.NegTTL, r.negTTL)
+		for owner, o := range r.owners {
+			seen := zr.Owners[owner]
+			seen.TTL = max(seen.TTL, o.TTL)
+			seen.Absent = seen.Absent || o.Absent
+			zr.Owners[owner] = seen
 		}
-		zr.Servers = append(zr.Servers, st)
 	}
 	zr.Confirmed = true
 	serials := map[uint32]bool{}
@@ -309,8 +373,40 @@ func (c *Confirmer) checkZone(ctx context.Context, zone string, servers []Server
 	return zr
 }
 
-func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, zr *ZoneReport, st *ServerState) {
+// serverResult is what one server answered, before it is merged into the
+// zone's report.
+type serverResult struct {
+	st ServerState
+	// keysAnswered is set when the server answered the DNSKEY question
+	// authoritatively; signed when that answer had keys.
+	keysAnswered, signed bool
+	// rrsetWithoutSig is set when a wanted RRset came without RRSIGs.
+	rrsetWithoutSig bool
+	negTTL          uint32
+	owners          map[string]OwnerState
+}
+
+// parallel calls f(0) … f(n-1), at most maxParallel at once, and returns
+// when all have returned.
+func parallel(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxParallel)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
+}
+
+func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, r *serverResult) {
 	q := c.querier()
+	st := &r.st
+	r.owners = map[string]OwnerState{}
+	// The SOA first: a server that does not answer it costs one timeout,
+	// not one per question.
 	m, err := q.Query(ctx, st.Addr, zone, dns.TypeSOA, false)
 	if err != nil {
 		if isUnreachable(err) {
@@ -331,7 +427,11 @@ func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, 
 		return
 	}
 	st.Serial = soa[0].(*dns.SOA).Serial
-	zr.NegTTL = max(zr.NegTTL, negativeTTL(soa[0].(*dns.SOA)))
+	r.negTTL = max(r.negTTL, negativeTTL(soa[0].(*dns.SOA)))
+	if m, err := q.Query(ctx, st.Addr, zone, dns.TypeDNSKEY, false); err == nil && m.Rcode == dns.RcodeSuccess && m.Authoritative {
+		keys, _ := rrsetOf(m.Answer, zone, dns.TypeDNSKEY)
+		r.keysAnswered, r.signed = true, len(keys) > 0
+	}
 	for _, w := range wants {
 		m, err := q.Query(ctx, st.Addr, w.Owner, w.Type, false)
 		if err != nil {
@@ -347,25 +447,26 @@ func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, 
 			return
 		}
 		rrs, sigs := rrsetOf(m.Answer, w.Owner, w.Type)
-		seen := zr.Owners[w.Owner]
+		seen := r.owners[w.Owner]
 		if len(rrs) == 0 {
 			seen.Absent = true
 			// A resolver may cache the denial for the SOA's negative TTL
 			// or, with aggressive NSEC caching (RFC 8198), for as long as
-			// the NSEC/NSEC3 records that prove it.
+			// the NSEC/NSEC3 records that prove it: records it may keep
+			// like any other RRset, hence the positive cap.
 			for _, rr := range m.Ns {
 				switch rr := rr.(type) {
 				case *dns.SOA:
-					zr.NegTTL = max(zr.NegTTL, negativeTTL(rr))
+					r.negTTL = max(r.negTTL, negativeTTL(rr))
 				case *dns.NSEC, *dns.NSEC3:
-					zr.NegTTL = max(zr.NegTTL, rr.Header().Ttl)
+					r.negTTL = max(r.negTTL, CacheTTL(rr.Header().Ttl))
 				}
 			}
 		}
 		for _, rr := range rrs {
-			seen.TTL = max(seen.TTL, rr.Header().Ttl)
+			seen.TTL = max(seen.TTL, CacheTTL(rr.Header().Ttl))
 		}
-		zr.Owners[w.Owner] = seen
+		r.owners[w.Owner] = seen
 		for _, want := range w.Present {
 			if !containsRR(rrs, want) {
 				st.Missing = append(st.Missing, want)
@@ -376,8 +477,8 @@ func (c *Confirmer) checkServer(ctx context.Context, zone string, wants []Want, 
 				st.Extra = append(st.Extra, gone)
 			}
 		}
-		if zr.Signed && len(rrs) > 0 && len(sigs) == 0 {
-			st.Unsigned = true
+		if len(rrs) > 0 && len(sigs) == 0 {
+			r.rrsetWithoutSig = true
 		}
 	}
 }
@@ -472,11 +573,10 @@ func (c *Confirmer) Servers(ctx context.Context, zone string) ([]Server, error) 
 }
 
 // ZoneOf finds the zone owner belongs to from the SOA that answers for it:
-// in the answer at the apex, in the authority section below it. With
-// configured name servers each is tried in turn.
+// in the answer at the apex, in the authority section below it. Configured
+// name servers are asked in parallel; the first to find the zone wins.
 func (c *Confirmer) ZoneOf(ctx context.Context, owner string) (string, error) {
 	owner = dns.Fqdn(owner)
-	q := c.querier()
 	var (
 		servers   []string
 		recursion bool
@@ -492,27 +592,78 @@ func (c *Confirmer) ZoneOf(ctx context.Context, owner string) (string, error) {
 		}
 		servers, recursion = []string{res}, true
 	}
-	var lastErr error
-	for _, server := range servers {
-		for name := owner; ; {
-			m, err := q.Query(ctx, server, name, dns.TypeSOA, recursion)
-			if err == nil {
-				if soa := soaOf(m); soa != nil && dns.IsSubDomain(soa.Hdr.Name, owner) &&
-					(m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError) {
-					return strings.ToLower(soa.Hdr.Name), nil
-				}
-				lastErr = fmt.Errorf("%s: no SOA for %s (%s)", server, name, dns.RcodeToString[m.Rcode])
-			} else {
-				lastErr = err
-			}
-			i, end := dns.NextLabel(name, 0)
-			if end || name == "." {
-				break
-			}
-			name = name[i:]
+	// The others are no longer needed once one server has found the zone.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	zones := make([]string, len(servers))
+	errs := make([]error, len(servers))
+	parallel(len(servers), func(i int) {
+		zones[i], errs[i] = c.zoneFrom(ctx, servers[i], owner, recursion)
+		if errs[i] == nil {
+			cancel()
+		}
+	})
+	for i, z := range zones {
+		if errs[i] == nil {
+			return z, nil
 		}
 	}
-	return "", fmt.Errorf("find the zone of %s: %w", owner, lastErr)
+	return "", fmt.Errorf("find the zone of %s: %w", owner, joinErrors(errs))
+}
+
+// zoneFrom walks up from owner asking server for an SOA. A server that does
+// not answer at all is not asked about the parent names: it would not
+// answer those either.
+func (c *Confirmer) zoneFrom(ctx context.Context, server, owner string, recursion bool) (string, error) {
+	q := c.querier()
+	var lastErr error
+	for name := owner; ; {
+		m, err := q.Query(ctx, server, name, dns.TypeSOA, recursion)
+		if err != nil {
+			return "", err
+		}
+		if soa := soaOf(m); soa != nil && dns.IsSubDomain(soa.Hdr.Name, owner) &&
+			(m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError) {
+			return strings.ToLower(soa.Hdr.Name), nil
+		}
+		lastErr = fmt.Errorf("%s: no SOA for %s (%s)", server, name, dns.RcodeToString[m.Rcode])
+		i, end := dns.NextLabel(name, 0)
+		if end || name == "." {
+			return "", lastErr
+		}
+		name = name[i:]
+	}
+}
+
+// joinedErrors is several errors on one line, for messages that must stay
+// on one line (errors.Join puts each on its own).
+type joinedErrors []error
+
+func (e joinedErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e joinedErrors) Unwrap() []error { return e }
+
+// joinErrors joins the non-nil errors; one stays itself.
+func joinErrors(errs []error) error {
+	var out joinedErrors
+	for _, err := range errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return nil
+	case 1:
+		return out[0]
+	}
+	return out
 }
 
 // Skipped lists the servers this host could not reach at all (typically
@@ -570,34 +721,4 @@ func (c *Confirmer) log() *slog.Logger {
 		return c.Logger
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-// CachedTTL is the largest TTL a resolver may hold an answer for, as seen
-// in r: the RRsets' TTLs and, with negatives, the negative-caching TTL where
-// an RRset was absent.
-func CachedTTL(r *Report, negatives bool) uint32 {
-	var ttl uint32
-	if r == nil {
-		return 0
-	}
-	for _, z := range r.Zones {
-		for _, o := range z.Owners {
-			ttl = max(ttl, o.TTL)
-			if negatives && o.Absent {
-				ttl = max(ttl, z.NegTTL)
-			}
-		}
-	}
-	return ttl
-}
-
-// HoldFor is how long to wait after confirmation before serving a key whose
-// records were just published: factor times the largest TTL a resolver may
-// still be holding from before the change (the old RRset's TTL, or the
-// negative-caching TTL where there was none, from before) or may fetch
-// after it (the new RRset's TTL, from after) — so that every cached answer
-// that lacks the new records has expired.
-func HoldFor(factor float64, beforeTTL uint32, after *Report) time.Duration {
-	ttl := max(beforeTTL, CachedTTL(after, false))
-	return time.Duration(factor * float64(time.Duration(ttl)*time.Second))
 }

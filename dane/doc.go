@@ -19,6 +19,20 @@
 // # Confirming
 //
 // A change counts only once every authoritative server of the zone serves it:
-// see [Confirmer]. The hold that follows is computed from the TTLs a resolver
-// may still be holding, never a fixed sleep.
+// see [Confirmer]. The servers of a zone are asked in parallel and every
+// round is bounded ([Confirmer.Timeout], the timeout given to
+// [Confirmer.Wait]), so a server that never answers costs one timeout, not
+// one per question. The hold that follows is computed from the TTLs a
+// resolver may still be holding, never a fixed sleep.
+//
+// # TTLs from DNS answers
+//
+// The TTLs in answers come from servers daneroll does not control, so they
+// are read as a resolver reads them before they decide a hold: a TTL with
+// the top bit set counts as 0 (RFC 2181 §8), a positive TTL (an RRset, an
+// NSEC or NSEC3 record) is capped at [MaxCacheTTL], 7 days, BIND's
+// max-cache-ttl default and the largest among common resolvers (unbound and
+// PowerDNS Recursor default to 1 day), and a negative TTL from an SOA at
+// [MaxNegativeTTL], 3 hours, BIND's max-ncache-ttl default (unbound's is
+// 1 hour). [HoldFor] therefore never exceeds [MaxHold] and never overflows.
 package dane

@@ -14,7 +14,8 @@ import (
 
 // Querier sends single DNS questions to one server at a time.
 type Querier struct {
-	// Timeout bounds each exchange; default 3s.
+	// Timeout bounds each exchange (a UDP question, its TCP retry); default
+	// 3s. A deadline of the context given to Query, when earlier, wins.
 	Timeout time.Duration
 	// Exchange replaces the network (tests); nil uses miekg/dns.
 	Exchange func(ctx context.Context, m *dns.Msg, network, addr string) (*dns.Msg, error)
@@ -43,17 +44,37 @@ func (q *Querier) Query(ctx context.Context, server, name string, qtype uint16, 
 }
 
 func (q *Querier) exchange(ctx context.Context, m *dns.Msg, network, server string) (*dns.Msg, error) {
-	if q.Exchange != nil {
-		return q.Exchange(ctx, m, network, server)
-	}
 	timeout := q.Timeout
 	if timeout == 0 {
 		timeout = 3 * time.Second
 	}
-	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 1232}
+	// The context's deadline, when earlier, wins over Timeout: miekg/dns
+	// sets the connection's deadlines from both.
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, _, err := c.ExchangeContext(ctx, m.Copy(), server)
+	if q.Exchange != nil {
+		return q.Exchange(ctx, m, network, server)
+	}
+	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 1232}
+	co, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer co.Close()
+	// miekg/dns obeys the context's deadline but not its cancellation;
+	// closing the connection is what ends a wait that nobody needs any
+	// more. A passed deadline is left to the read deadline, whose error
+	// says "timeout".
+	stop := context.AfterFunc(ctx, func() {
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			co.Close()
+		}
+	})
+	defer stop()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m.Copy(), co)
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		return nil, ctx.Err()
+	}
 	return resp, err
 }
 
@@ -96,9 +117,10 @@ func soaOf(m *dns.Msg) *dns.SOA {
 }
 
 // negativeTTL is how long a resolver may cache "no such record" from this
-// SOA (RFC 2308 §5): the smaller of the SOA's TTL and its MINIMUM.
+// SOA (RFC 2308 §5): the smaller of the SOA's TTL and its MINIMUM, each read
+// as NegativeCacheTTL says.
 func negativeTTL(soa *dns.SOA) uint32 {
-	return min(soa.Hdr.Ttl, soa.Minttl)
+	return min(NegativeCacheTTL(soa.Hdr.Ttl), NegativeCacheTTL(soa.Minttl))
 }
 
 // hostPort adds port 53 when addr has no port.

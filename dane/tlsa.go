@@ -205,6 +205,13 @@ func ParseZoneLine(line string) (owner string, ttl uint32, t TLSA, err error) {
 	if _, ok := dns.IsDomainName(owner); !ok {
 		return fail("%q is not a domain name", owner)
 	}
+	// Lower-casing other bytes would change the name (DNS folds ASCII
+	// only, RFC 4343) or break it (invalid UTF-8 becomes U+FFFD).
+	for i := 0; i < len(owner); i++ {
+		if owner[i] >= 0x80 {
+			return fail("owner %q is not ASCII: write an international name in its xn-- form", owner)
+		}
+	}
 	owner = strings.ToLower(dns.Fqdn(owner))
 	i := 1
 	for seenTTL, seenClass := false, false; i < len(f); i++ {

@@ -304,6 +304,8 @@ func TestParseZoneLine(t *testing.T) {
 		{"@ 300 IN TLSA 3 1 1 " + h[:64], "explicit owner"},
 		{"$ORIGIN example.org.", "explicit owner"},
 		{"a..b. 300 IN TLSA 3 1 1 " + h[:64], "not a domain name"},
+		{"_25._tcp.bücher.example. 300 IN TLSA 3 1 1 " + h[:64], "not ASCII"},
+		{"_25._tcp.\xff.example. 300 IN TLSA 3 1 1 " + h[:64], "not ASCII"},
 		{"x.example. 300 IN A 192.0.2.1", "record type is A"},
 		{"x.example. 300 CH TLSA 3 1 1 " + h[:64], "class CH"},
 		{"x.example. 4294967296 IN TLSA 3 1 1 " + h[:64], "out of range"},

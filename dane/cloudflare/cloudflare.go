@@ -15,8 +15,11 @@
 // 5xx answers and transport errors itself, waiting as long as Retry-After
 // says (else exponentially longer), through the injected Sleep.
 //
-// The API token is sent only in the Authorization header; it is never
-// logged and never part of an error, even when the server echoes it.
+// The API token is sent only in the Authorization header, over https (plain
+// http only to a loopback address); it is never logged and never part of an
+// error, even when the server echoes it, in any case. Every answer is read
+// up to a bound (maxAnswerBody), so a broken or hostile server cannot make
+// daneroll grow without limit.
 package cloudflare
 
 import (
@@ -25,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -112,8 +116,12 @@ func New(cfg Config) (*Publisher, error) {
 	if base == "" {
 		base = DefaultBaseURL
 	}
-	if u, err := url.Parse(base); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("cloudflare: bad API URL %q", cfg.BaseURL)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("cloudflare: API URL %q is plain http, which would send the API token in clear: use https (http is allowed only to a loopback address)", cfg.BaseURL)
 	}
 	hc := &http.Client{Timeout: defaultTimeout}
 	if cfg.HTTPClient != nil {
@@ -163,6 +171,17 @@ func New(cfg Config) (*Publisher, error) {
 		p.maxRetries = 0
 	}
 	return p, nil
+}
+
+// isLoopback reports whether host (a URL's host, without port or brackets)
+// is this machine: localhost or a loopback address, where plain http
+// exposes the token to nobody else (a test's fake API).
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func sleepContext(ctx context.Context, d time.Duration) error {

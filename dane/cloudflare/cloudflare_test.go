@@ -547,6 +547,12 @@ func TestAuthErrors(t *testing.T) {
 			},
 			func(p *Publisher) error { _, err := p.Records(context.Background(), owner, dns.TypeTLSA); return err },
 			[]string{"invalid, expired or revoked", "[redacted]"}},
+		{"server echoes the token upper-cased", testToken,
+			func(s *cftest.Server) {
+				s.Inject("GET", "/zones", cftest.Fault{Status: 403, Code: 9109, Message: "INVALID ACCESS TOKEN " + strings.ToUpper(testToken)})
+			},
+			func(p *Publisher) error { _, err := p.Records(context.Background(), owner, dns.TypeTLSA); return err },
+			[]string{"invalid, expired or revoked", "[redacted]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := setup(t, []string{"example.org"}, func(c *Config) { c.Token = tc.token })
@@ -562,7 +568,7 @@ func TestAuthErrors(t *testing.T) {
 					t.Errorf("error %q lacks %q", err, s)
 				}
 			}
-			if strings.Contains(err.Error(), tc.token) {
+			if strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tc.token)) {
 				t.Errorf("the token is in the error: %q", err)
 			}
 			var ae *APIError

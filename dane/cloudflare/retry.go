@@ -17,6 +17,50 @@ import (
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = 1 << 20
 
+// maxAnswerBody bounds every other answer: a page of 100 records is some
+// tens of kilobytes, so 8 MiB is far above anything the API sends, and
+// well below what would hurt the host. cloudflare-go reads whole bodies
+// into memory; without a bound, a server sending without end (a broken
+// proxy, a wrong API URL) made daneroll grow by gigabytes.
+const maxAnswerBody = 8 << 20
+
+// answerTooLargeError is the error of a call whose answer was larger than
+// the limit: something that is not the Cloudflare API may be answering.
+type answerTooLargeError struct {
+	Limit int64
+}
+
+func (e *answerTooLargeError) Error() string {
+	return fmt.Sprintf("the answer is larger than %d MiB, far more than the API sends: is the API URL right?", e.Limit>>20)
+}
+
+// limitedBody fails with *answerTooLargeError once more than limit bytes
+// have been read.
+type limitedBody struct {
+	rc    io.ReadCloser
+	limit int64
+	left  int64 // bytes still allowed; negative once the limit is passed
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, &answerTooLargeError{Limit: b.limit}
+	}
+	// One byte more than allowed tells a body of exactly limit bytes from
+	// a longer one.
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n, &answerTooLargeError{Limit: b.limit}
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
+
 // exchangeKey is the context key under which a call's *exchange travels to
 // probeTransport.
 type exchangeKey struct{}
@@ -44,7 +88,8 @@ func (e *exchange) get() (int, http.Header, []byte) {
 	return e.status, e.header, e.body
 }
 
-// probeTransport records answers in the request context's exchange.
+// probeTransport bounds every answer's body and records answers in the
+// request context's exchange.
 type probeTransport struct {
 	base http.RoundTripper
 }
@@ -54,10 +99,6 @@ func (t *probeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	ex, _ := req.Context().Value(exchangeKey{}).(*exchange)
-	if ex == nil {
-		return resp, nil
-	}
 	var body []byte
 	if resp.StatusCode >= http.StatusBadRequest {
 		// Read here, and handed on as a copy, so that the body is kept
@@ -66,8 +107,12 @@ func (t *probeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		_ = resp.Body.Close()
 		resp.Body = io.NopCloser(bytes.NewReader(body))
+	} else {
+		resp.Body = &limitedBody{rc: resp.Body, limit: maxAnswerBody, left: maxAnswerBody}
 	}
-	ex.set(resp.StatusCode, resp.Header.Clone(), body)
+	if ex, _ := req.Context().Value(exchangeKey{}).(*exchange); ex != nil {
+		ex.set(resp.StatusCode, resp.Header.Clone(), body)
+	}
 	return resp, nil
 }
 
@@ -99,10 +144,15 @@ func (p *Publisher) once(ctx context.Context, call func(context.Context) error) 
 	}
 	res := result{}
 	res.wait, res.hasWait = retryAfter(header)
-	if status >= http.StatusBadRequest {
+	var tooLarge *answerTooLargeError
+	switch {
+	case status >= http.StatusBadRequest:
 		res.api = p.parseAPIError(status, body)
 		res.err = res.api
-	} else {
+	case errors.As(err, &tooLarge):
+		// cloudflare-go's own words around it add nothing.
+		res.err = fmt.Errorf("HTTP %d: %w", status, tooLarge)
+	default:
 		res.err = p.redact(fmt.Errorf("unexpected answer (HTTP %d): %w", status, err))
 	}
 	res.retry = status == http.StatusTooManyRequests || status >= http.StatusInternalServerError
@@ -305,12 +355,40 @@ func (p *Publisher) parseAPIError(status int, body []byte) *APIError {
 }
 
 // redactString removes the token from text that came from elsewhere (a
-// server may echo what it was sent).
+// server may echo what it was sent, upper- or lower-cased).
 func (p *Publisher) redactString(s string) string {
-	if p.token == "" {
+	if p.token == "" || len(s) < len(p.token) {
 		return s
 	}
-	return strings.ReplaceAll(s, p.token, "[redacted]")
+	// The token is ASCII (New checks), so ASCII case folding finds every
+	// casing of it, and keeps byte offsets, so that they apply to s.
+	folded, token := asciiLower(s), asciiLower(p.token)
+	if !strings.Contains(folded, token) {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(folded, token)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		b.WriteString("[redacted]")
+		s, folded = s[i+len(token):], folded[i+len(token):]
+	}
+}
+
+// asciiLower lower-cases ASCII letters only, leaving every other byte, so
+// that the result has the same length as s.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // redactedError is err with the token taken out of its text.
