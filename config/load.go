@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -93,7 +95,7 @@ const maxConfig = 4 << 20
 // daneroll runs as, or root, can change it: it names the commands daneroll
 // runs, typically as root.
 func readConfig(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +106,9 @@ func readConfig(path string) ([]byte, error) {
 	}
 	if fi.IsDir() {
 		return nil, &Error{Msg: "is a directory, not a configuration file"}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &Error{Msg: "is not a regular file"}
 	}
 	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
 		return nil, &Error{Msg: fmt.Sprintf("owned by uid %d, who could make daneroll run any command: it must belong to root or to the user daneroll runs as (uid %d)", uid, os.Geteuid()),
@@ -178,13 +183,31 @@ func decodeError(name string, pos positions, err error) error {
 		if pe.LastKey != "" {
 			msg = pe.LastKey + ": " + msg
 		}
-		return Errors{{File: name, Line: pe.Position.Line, Msg: msg}}
+		return Errors{{File: name, Line: pe.Position.Line, Msg: visible(msg)}}
 	}
 	if m := decoderLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return Errors{{File: name, Line: line, Msg: m[2] + ": " + typeWords(m[3]), Suggestion: typeHint(m[2], m[3])}}
+		return Errors{{File: name, Line: line, Msg: visible(m[2] + ": " + typeWords(m[3])), Suggestion: typeHint(m[2], m[3])}}
 	}
-	return Errors{{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
+	return Errors{{File: name, Msg: visible(strings.TrimPrefix(err.Error(), "toml: "))}}
+}
+
+// visible keeps a message that quotes the file on one line: control
+// characters from the file are shown escaped.
+func visible(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteString(`\ufffd`)
+		case r < 0x20 || r == 0x7f || (0x80 <= r && r < 0xa0) || r == 0x2028 || r == 0x2029:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // known lists the keys of each table, for "did you mean" hints.

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/url"
@@ -121,7 +122,7 @@ func (v *validator) keyType(path, label, kt string) {
 }
 
 func (v *validator) pemCerts(path, file string) {
-	data, err := os.ReadFile(file)
+	data, err := readSmall(file, 1<<20)
 	if err != nil {
 		v.fail(path, "", "%s: cannot read %s: %v", lastKey(path), file, unwrapPath(err))
 		return
@@ -752,4 +753,29 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// readSmall reads a regular file of at most limit bytes: a device or a
+// FIFO named by mistake must not hang or exhaust daneroll.
+func readSmall(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("larger than %d KiB", limit>>10)
+	}
+	return data, nil
 }
