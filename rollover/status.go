@@ -228,6 +228,9 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 			case len(look.Records) > 0 && !look.Secure:
 				warnings = append(warnings, fmt.Sprintf("%s: the resolver %s answers without the AD bit: it does not validate, or the chain of trust to the zone is broken; DANE clients behind such a resolver ignore the records",
 					strings.TrimSuffix(fq, "."), res))
+			case len(look.Records) == 0:
+				warnings = append(warnings, fmt.Sprintf("%s: the resolver %s finds no TLSA records there: DANE clients behind it see none (yet)",
+					strings.TrimSuffix(fq, "."), res))
 			default:
 				secure := look.Secure
 				os.Validated = &secure

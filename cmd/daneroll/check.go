@@ -61,7 +61,11 @@ func (c *cli) check(ctx context.Context, args []string) int {
 			if !r.Secure {
 				secure = "not validated"
 			}
-			fmt.Fprintf(c.stdout, "  tlsa %s (%s): %s\n", strings.TrimSuffix(r.Owner, "."), secure, strings.Join(r.Records, "; "))
+			records := strings.Join(r.Records, "; ")
+			if records == "" {
+				records = "none"
+			}
+			fmt.Fprintf(c.stdout, "  tlsa %s (%s): %s\n", strings.TrimSuffix(r.Owner, "."), secure, records)
 		}
 		if r.Served != "" {
 			fmt.Fprintf(c.stdout, "  served key %s\n", r.Served)
