@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: build test test-short demo bench lint clean
+.PHONY: build test test-short demo bench fuzz lint clean
 
 build:
 	$(GO) build -o bin/daneroll ./cmd/daneroll
@@ -22,6 +22,19 @@ demo: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./...
+
+# Every fuzz target for FUZZTIME each (make test runs their seed corpora,
+# under testdata/fuzz, as ordinary tests). A failure stops at the first
+# target that finds something and leaves the input in its corpus.
+FUZZTIME ?= 10m
+FUZZ = ./config:FuzzParse ./rollover:FuzzJournal ./dane:FuzzParseTLSA ./dane:FuzzReadPEM \
+	./dane:FuzzConfirmerAnswers ./services:FuzzProbeDialogue
+fuzz:
+	@for t in $(FUZZ); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 lint:
 	gofmt -l . | (! grep .)
