@@ -70,6 +70,11 @@ type KeyInfo struct {
 	// were removed.
 	Served  time.Time `json:"served,omitzero"`
 	Retired time.Time `json:"retired,omitzero"`
+	// Imported marks a key daneroll found in another tool's history (an
+	// older certbot certificate) and never served or published itself:
+	// records for it are stale, but removed only by a prune that has
+	// checked that no endpoint serves the key.
+	Imported bool `json:"imported,omitempty"`
 }
 
 // CertInfo describes the live certificate.

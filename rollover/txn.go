@@ -377,12 +377,18 @@ func (e *Engine) dns(c *config.Certificate) (*DNS, error) {
 	return d, nil
 }
 
+// keySets classifies the certificate's keys for planning. Imported keys
+// that are not protected are not "owned": daneroll never published their
+// records, so only a prune that probed the endpoints removes them.
 func (e *Engine) keySets(st *State, protected []string) dane.KeySets {
 	var ks dane.KeySets
 	for _, k := range st.Keys {
-		ks.Owned = append(ks.Owned, k.SPKI)
-		if contains(protected, k.ID) {
+		isProtected := contains(protected, k.ID)
+		if isProtected {
 			ks.Protected = append(ks.Protected, k.SPKI)
+		}
+		if isProtected || !k.Imported {
+			ks.Owned = append(ks.Owned, k.SPKI)
 		}
 	}
 	return ks
