@@ -14,8 +14,9 @@ import (
 
 // Querier sends single DNS questions to one server at a time.
 type Querier struct {
-	// Timeout bounds each exchange (a UDP question, its TCP retry); default
-	// 3s. A deadline of the context given to Query, when earlier, wins.
+	// Timeout bounds each exchange, the UDP question and its TCP retry
+	// each; default 3s. A deadline of the context given to Query, when
+	// earlier, wins.
 	Timeout time.Duration
 	// Exchange replaces the network (tests); nil uses miekg/dns.
 	Exchange func(ctx context.Context, m *dns.Msg, network, addr string) (*dns.Msg, error)
