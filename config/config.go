@@ -49,6 +49,12 @@ const (
 	PolicyFresh    = "fresh"
 )
 
+// What the retire step does with stale records.
+const (
+	StaleKeep   = "keep"
+	StaleRemove = "remove"
+)
+
 // Challenge types.
 const (
 	ChallengeHTTP01    = "http-01"
@@ -166,6 +172,11 @@ type Certificate struct {
 	// every key, "3 1 1" unless set.
 	TLSAParams []string `toml:"tlsa_params"`
 	Services   []string `toml:"services"`
+	// StaleRecords says what the retire step of a renewal does with stale
+	// records (of keys daneroll will not serve, at owners it manages):
+	// "keep" (the default) leaves them to `daneroll prune`, "remove"
+	// prunes them there, after the same probes.
+	StaleRecords string `toml:"stale_records"`
 	// AllowUnverifiedDeploy accepts a key change that no probe checks:
 	// retire then removes the old key's records on faith.
 	AllowUnverifiedDeploy bool `toml:"allow_unverified_deploy"`

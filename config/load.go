@@ -218,7 +218,7 @@ var known = map[string][]string{
 	"dns.publisher.*": {"type", "api_token_file", "api_token_env", "api_url", "server", "tsig_name", "tsig_algorithm", "tsig_secret_file", "tsig_secret_env", "nameservers"},
 	"certificate": {"name", "domains", "challenge", "publisher", "http01_listen", "http01_webroot", "tls_alpn01_listen",
 		"key_type", "profile", "key_policy", "rekey_after", "renew_before", "tlsa", "tlsa_ttl", "tlsa_params", "services",
-		"allow_unverified_deploy"},
+		"stale_records", "allow_unverified_deploy"},
 	"service.*": {"reload", "reload_timeout", "probe"},
 }
 

@@ -569,6 +569,13 @@ func (v *validator) certificate(cert *Certificate) {
 			v.fail(p("tlsa"), "", "%s: tlsa name %q: bad host name", label, owner)
 		}
 	}
+	switch cert.StaleRecords {
+	case "":
+		cert.StaleRecords = StaleKeep
+	case StaleKeep, StaleRemove:
+	default:
+		v.fail(p("stale_records"), "", "%s: unknown stale_records %q (want keep or remove)", label, cert.StaleRecords)
+	}
 	if cert.TLSATTL == 0 {
 		cert.TLSATTL = DefaultTTL
 	}

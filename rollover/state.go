@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +44,10 @@ type State struct {
 	// Issuers maps archive set IDs to the ACME directory that issued
 	// them: "replaces" names a certificate only to the CA that issued it.
 	Issuers map[string]string `json:"issuers,omitempty"`
+	// Owners are the TLSA owner names daneroll has published records at
+	// for this certificate, so that the records left at one the
+	// configuration no longer names are found and pruned.
+	Owners []string `json:"owners,omitempty"`
 
 	Renewal *Renewal `json:"renewal,omitempty"`
 
@@ -106,6 +111,7 @@ const (
 	KindRekey       = "rekey"        // the served key changes
 	KindPublishNext = "publish-next" // publish a new next key's records
 	KindRepair      = "repair"       // re-publish records that went missing
+	KindPrune       = "prune"        // remove stale records, after probing
 )
 
 // Steps, in order. A transaction records the step it is about to take (or
@@ -149,6 +155,10 @@ type Txn struct {
 	// RetireChanged is set when the retire step added or removed records,
 	// which the step after it then confirms.
 	RetireChanged bool `json:"retire_changed,omitempty"`
+	// Prune are the stale records (zone-file lines) that the retire step
+	// deletes after a prune (or, with stale_records = "remove", a renewal)
+	// checked that no endpoint serves a key they match.
+	Prune []string `json:"prune,omitempty"`
 	// Challenges are the dns-01 TXT records (zone-file lines) published
 	// for the order and not yet removed: written before each is added, so
 	// that the run after a kill removes what the killed one left.
@@ -249,6 +259,10 @@ func certInfo(set *store.Set) (*CertInfo, error) {
 	}, nil
 }
 
+// tlsaOwnerName matches the owner names daneroll publishes at,
+// "_25._tcp.mail.example.org.".
+var tlsaOwnerName = regexp.MustCompile(`^_[0-9]{1,5}\._(tcp|udp|sctp)(\.[a-z0-9_-]{1,63})+\.$`)
+
 // isKeyID reports whether id looks like a keyID: 64 lower-case hex digits.
 func isKeyID(id string) bool {
 	if len(id) != sha256.Size*2 {
@@ -262,7 +276,7 @@ func isKeyID(id string) bool {
 	return true
 }
 
-var kinds = []string{KindIssue, KindRenew, KindRekey, KindPublishNext, KindRepair}
+var kinds = []string{KindIssue, KindRenew, KindRekey, KindPublishNext, KindRepair, KindPrune}
 
 // validate checks a journal read from disk. daneroll wrote it, but a file
 // in the state directory is input like any other: what is wrong with it is
@@ -294,6 +308,11 @@ func (s *State) validate() error {
 	}
 	if s.LiveSet != "" && !store.ValidSetID(s.LiveSet) {
 		return fmt.Errorf("live_set: %q is not a set id", s.LiveSet)
+	}
+	for i, o := range s.Owners {
+		if !tlsaOwnerName.MatchString(o) {
+			return fmt.Errorf("owners[%d]: %q is not a TLSA owner name", i, o)
+		}
 	}
 	for id := range s.Issuers {
 		if !store.ValidSetID(id) {
@@ -330,6 +349,15 @@ func (s *State) validate() error {
 	for i, id := range t.Retired {
 		if !isKeyID(id) {
 			return fmt.Errorf("txn.retired[%d]: %q is not a key id", i, id)
+		}
+	}
+	for i, line := range t.Prune {
+		rr, err := prunedRecord(line)
+		if err != nil {
+			return fmt.Errorf("txn.prune[%d]: %v", i, err)
+		}
+		if !tlsaOwnerName.MatchString(rr.Hdr.Name) {
+			return fmt.Errorf("txn.prune[%d]: %q is not at a TLSA owner name", i, rr.Hdr.Name)
 		}
 	}
 	for i, line := range t.Challenges {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,7 +36,10 @@ type CertStatus struct {
 	Pending     *PendingStatus `json:"pending,omitempty"`
 	LastFailure string         `json:"last_failure,omitempty"`
 
-	TLSA     []OwnerStatus `json:"tlsa,omitempty"`
+	TLSA []OwnerStatus `json:"tlsa,omitempty"`
+	// Former are owner names the certificate once published at and the
+	// configuration no longer names, with the records still there.
+	Former   []OwnerStatus `json:"former_owners,omitempty"`
 	Warnings []string      `json:"warnings,omitempty"`
 }
 
@@ -57,11 +61,10 @@ type OwnerStatus struct {
 	// Records are the wanted records with, for each, on how many of the
 	// authoritative servers it is visible.
 	Records []RecordStatus `json:"records"`
-	// Other are records at the name that daneroll does not want: of
-	// retired keys (stale) or of keys it does not know (foreign).
-	Stale   []string `json:"stale,omitempty"`
-	Foreign []string `json:"foreign,omitempty"`
-	Signed  bool     `json:"signed"`
+	// Stale are records at the name for keys daneroll will not serve,
+	// which `daneroll prune` removes after probing.
+	Stale  []StaleStatus `json:"stale,omitempty"`
+	Signed bool          `json:"signed"`
 	// SignedUnknown is set when no authoritative server answered, so
 	// whether the zone is signed is not known (Signed is then false).
 	SignedUnknown bool `json:"signed_unknown,omitempty"`
@@ -70,6 +73,13 @@ type OwnerStatus struct {
 	// a resolver is configured and answered with some.
 	Validated *bool  `json:"validated,omitempty"`
 	Error     string `json:"error,omitempty"`
+}
+
+// StaleStatus is a stale record and why it is stale: "retired key",
+// "imported key", "unknown key", "owner no longer configured".
+type StaleStatus struct {
+	Record string `json:"record"`
+	Why    string `json:"why"`
 }
 
 // RecordStatus is one wanted record.
@@ -132,6 +142,7 @@ func (e *Engine) status(ctx context.Context, c *config.Certificate) (CertStatus,
 	if len(c.TLSA) > 0 {
 		cs.TLSA, cs.Warnings = e.tlsaStatus(ctx, c, st)
 	}
+	cs.Former = e.formerStatus(ctx, c, st)
 	return cs, nil
 }
 
@@ -194,16 +205,17 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 			}
 			os.Records = append(os.Records, rs)
 		}
-		p, published, err := e.planOwner(ctx, c, st, d.Publisher, fq)
+		_, published, err := e.planOwner(ctx, c, st, d.Publisher, fq)
+		if err == nil {
+			var stale []Stale
+			stale, err = e.staleAt(ctx, c, st, d.Publisher, fq)
+			for _, s := range stale {
+				os.Stale = append(os.Stale, StaleStatus{Record: rrLine(s.Record), Why: s.Why})
+			}
+		}
 		if err != nil {
 			os.Error = err.Error()
 		} else {
-			for _, rr := range p.Delete {
-				os.Stale = append(os.Stale, rrLine(rr))
-			}
-			for _, rr := range p.Foreign {
-				os.Foreign = append(os.Foreign, rrLine(rr))
-			}
 			if len(chain) > 0 {
 				var recs []dane.TLSA
 				for _, rr := range published {
@@ -310,4 +322,30 @@ type CertRecords struct {
 	Name  string
 	Lines []string
 	Note  string
+}
+
+// formerStatus lists the records still published at owners the
+// certificate once had.
+func (e *Engine) formerStatus(ctx context.Context, c *config.Certificate, st *State) []OwnerStatus {
+	configured := fqdns(c.TLSA)
+	var out []OwnerStatus
+	for _, owner := range st.Owners {
+		if slices.Contains(configured, owner) {
+			continue
+		}
+		os := OwnerStatus{Owner: owner, Records: []RecordStatus{}}
+		d, err := e.dns(c)
+		var stale []Stale
+		if err == nil {
+			stale, err = e.staleAt(ctx, c, st, d.Publisher, owner)
+		}
+		if err != nil {
+			os.Error = err.Error()
+		}
+		for _, s := range stale {
+			os.Stale = append(os.Stale, StaleStatus{Record: rrLine(s.Record), Why: s.Why})
+		}
+		out = append(out, os)
+	}
+	return out
 }

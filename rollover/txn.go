@@ -30,6 +30,9 @@ func sequence(kind string, tlsa bool) []string {
 		s = []string{StepPlan, StepPublish, StepConfirm}
 	case KindRepair:
 		s = []string{StepPlan, StepPublish, StepConfirm, StepRetire, StepCleanup}
+	case KindPrune:
+		// Planned, with its probes, before the journal is written.
+		return []string{StepRetire, StepCleanup, StepDone}
 	}
 	if !tlsa {
 		var keep []string
@@ -158,15 +161,20 @@ func (e *Engine) finish(ctx context.Context, c *config.Certificate, st *State) O
 	if st.CurrentSince.IsZero() && st.LiveSet != "" {
 		st.CurrentSince = e.clock.Now()
 	}
-	e.schedule(ctx, c, st, true)
+	if txn.Kind != KindPrune {
+		e.schedule(ctx, c, st, true)
+	}
 	if err := e.save(c, st); err != nil {
 		return Outcome{Name: c.Name, Action: "failed", Err: err}
 	}
 	action := map[string]string{
 		KindIssue: "issued", KindRenew: "renewed", KindRekey: "rekeyed",
-		KindPublishNext: "published next key", KindRepair: "repaired records",
+		KindPublishNext: "published next key", KindRepair: "repaired records", KindPrune: "pruned",
 	}[txn.Kind]
 	detail := txn.Reason
+	if txn.Kind == KindPrune {
+		return Outcome{Name: c.Name, Action: action, Detail: fmt.Sprintf("removed %d stale record(s), confirmed gone from every authoritative server", len(txn.Prune))}
+	}
 	if st.Cert != nil && txn.Kind != KindPublishNext && txn.Kind != KindRepair {
 		detail = fmt.Sprintf("%s; key %s, valid until %s", txn.Reason, short(st.Cert.Key), st.Cert.NotAfter.Format(time.RFC3339))
 	}
@@ -203,6 +211,9 @@ func (e *Engine) step(ctx context.Context, c *config.Certificate, st *State, opt
 	case StepPromote:
 		return e.promote(c, st)
 	case StepRetire:
+		if st.Txn.Kind == KindPrune {
+			return e.pruneRecords(ctx, c, st)
+		}
 		return e.retire(ctx, c, st)
 	case StepCleanup:
 		return e.confirm(ctx, c, st, opts, true)
@@ -354,9 +365,15 @@ func records(c *config.Certificate, keys []*KeyInfo) map[string][]*dns.TLSA {
 // wants turns wanted and unwanted records into confirmation targets.
 func (e *Engine) wants(c *config.Certificate, st *State, absent map[string][]*dns.TLSA) []dane.Want {
 	present := records(c, e.wantedKeys(st))
+	owners := fqdns(c.TLSA)
+	for owner := range absent {
+		if !slices.Contains(owners, owner) {
+			owners = append(owners, owner)
+		}
+	}
+	slices.Sort(owners[len(c.TLSA):])
 	var out []dane.Want
-	for _, owner := range c.TLSA {
-		fq := dns.Fqdn(owner)
+	for _, fq := range owners {
 		w := dane.Want{Owner: fq, Type: dns.TypeTLSA}
 		for _, rr := range present[fq] {
 			w.Present = append(w.Present, rr)
@@ -421,6 +438,14 @@ func (e *Engine) publish(ctx context.Context, c *config.Certificate, st *State) 
 func (e *Engine) add(ctx context.Context, c *config.Certificate, st *State, pub dane.Publisher, step string, rrs []*dns.TLSA) error {
 	for _, rr := range rrs {
 		e.rep.Progress(c.Name, step, "add "+rrLine(rr))
+		if owner := strings.ToLower(rr.Hdr.Name); !contains(st.Owners, owner) {
+			// Remembered before the record exists, so that a prune finds
+			// it even if the configuration stops naming the owner.
+			st.Owners = append(st.Owners, owner)
+			if err := e.save(c, st); err != nil {
+				return err
+			}
+		}
 		if err := pub.Add(ctx, rr); err != nil {
 			return fmt.Errorf("%s: add %s: %w", pub, rrLine(rr), err)
 		}
@@ -488,6 +513,9 @@ func (e *Engine) confirm(ctx context.Context, c *config.Certificate, st *State, 
 			}
 		}
 		absent = records(c, retired)
+		for owner, rrs := range prunedAbsent(st) {
+			absent[owner] = append(absent[owner], rrs...)
+		}
 	}
 	wants := e.wants(c, st, absent)
 	var rep *dane.Report
@@ -789,5 +817,35 @@ func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) e
 			st.Txn.Retired = append(st.Txn.Retired, id)
 		}
 	}
+	if c.StaleRecords == config.StaleRemove {
+		return e.pruneInRetire(ctx, c, st, d.Publisher)
+	}
 	return nil
+}
+
+// pruneInRetire removes, with stale_records = "remove", the stale records
+// that no endpoint serves a key for (see planPrune), journaled before they
+// go.
+func (e *Engine) pruneInRetire(ctx context.Context, c *config.Certificate, st *State, pub dane.Publisher) error {
+	plan, err := e.planPrune(ctx, c, st)
+	if err != nil {
+		return err
+	}
+	for _, k := range plan.Kept {
+		e.rep.Progress(c.Name, "retire", fmt.Sprintf("keep %s: %s", rrLine(k.Record), k.Why))
+	}
+	var lines []string
+	for _, rr := range plan.Remove {
+		if line := rr.String(); !contains(st.Txn.Prune, line) {
+			st.Txn.Prune = append(st.Txn.Prune, line)
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	if err := e.save(c, st); err != nil {
+		return err
+	}
+	return e.deletePruned(ctx, c, st, pub, lines)
 }

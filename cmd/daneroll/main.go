@@ -14,6 +14,7 @@
 //	tlsa [NAME…] | tlsa --cert FILE [--usage U --selector S --matching M] [--name OWNER]
 //	check [--json] [TARGET…]
 //	rekey [--emergency] [--no-wait] NAME
+//	prune [--dry-run] [NAME…]
 //	version
 //
 // The configuration is read from -c FILE, $DANEROLL_CONFIG, or
@@ -54,6 +55,8 @@ commands:
                       verify DANE end to end (smtp://host:25, example.org, tls://host:443)
   rekey [--emergency] [--no-wait] NAME
                       start a key rollover now
+  prune [--dry-run] [NAME...]
+                      remove stale TLSA records, after probing the endpoints
   version             print the version
 
 flags:
@@ -105,6 +108,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.check(ctx, cargs)
 	case "rekey":
 		return c.rekey(ctx, cargs)
+	case "prune":
+		return c.prune(ctx, cargs)
 	case "version":
 		fmt.Fprintln(stdout, "daneroll", version())
 		return 0

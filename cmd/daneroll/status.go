@@ -51,6 +51,16 @@ func (c *cli) status(ctx context.Context, args []string) int {
 // lookingEngine is an engine for commands that only look: it creates no
 // state directory and takes no lock.
 func (c *cli) lookingEngine() (*rollover.Engine, error) {
+	return c.lookingEngineWith(rollover.Wiring{Logger: c.log, Version: version()})
+}
+
+// lookingEngineReporting is lookingEngine with progress lines on stdout,
+// for dry runs that say what they would do.
+func (c *cli) lookingEngineReporting() (*rollover.Engine, error) {
+	return c.lookingEngineWith(rollover.Wiring{Logger: c.log, Version: version(), Reporter: newReporter(c.stdout)})
+}
+
+func (c *cli) lookingEngineWith(w rollover.Wiring) (*rollover.Engine, error) {
 	cfg, err := c.loadConfig()
 	if err != nil {
 		return nil, err
@@ -59,7 +69,7 @@ func (c *cli) lookingEngine() (*rollover.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rollover.BuildWithStore(cfg, st, rollover.Wiring{Logger: c.log, Version: version()})
+	return rollover.BuildWithStore(cfg, st, w)
 }
 
 func printStatus(c *cli, s rollover.CertStatus) {
@@ -116,15 +126,11 @@ func printStatus(c *cli, s rollover.CertStatus) {
 			rd := r.Record[strings.Index(r.Record, "TLSA ")+5:]
 			row("", fmt.Sprintf("  %-7s %s  visible on %d/%d", r.Key, rd, r.Visible, o.Servers))
 		}
-		for _, x := range o.Stale {
-			row("", "  stale   "+x)
-		}
-		for _, x := range o.Foreign {
-			row("", "  foreign "+x+" (not daneroll's, left alone)")
-		}
-		if o.Error != "" {
-			row("", "  error: "+oneLine(o.Error))
-		}
+		staleRows(row, o)
+	}
+	for _, o := range s.Former {
+		row("former tlsa", strings.TrimSuffix(o.Owner, ".")+" (no longer configured)")
+		staleRows(row, o)
 	}
 	for _, w := range s.Warnings {
 		row("warning", oneLine(w))
@@ -237,4 +243,15 @@ func (c *cli) tlsaForFile(file string, usage, selector, matching uint, owner str
 		fmt.Fprintln(c.stdout, dane.ZoneLine(dns.Fqdn(owner), 0, t))
 	}
 	return 0
+}
+
+// staleRows prints an owner's stale records, each with why, and its error.
+func staleRows(row func(k, v string), o rollover.OwnerStatus) {
+	for _, x := range o.Stale {
+		rd := x.Record[strings.Index(x.Record, "TLSA ")+5:]
+		row("", fmt.Sprintf("  stale   %s  (%s; daneroll prune removes it)", rd, x.Why))
+	}
+	if o.Error != "" {
+		row("", "  error: "+oneLine(o.Error))
+	}
 }
