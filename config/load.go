@@ -3,14 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
@@ -95,37 +93,25 @@ const maxConfig = 4 << 20
 // daneroll runs as, or root, can change it: it names the commands daneroll
 // runs, typically as root.
 func readConfig(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
+	data, err := readSmall(path, maxConfig, func(fi os.FileInfo) error {
+		if fi.IsDir() {
+			return &Error{Msg: "is a directory, not a configuration file"}
+		}
+		if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+			return &Error{Msg: fmt.Sprintf("owned by uid %d, who could make daneroll run any command: it must belong to root or to the user daneroll runs as (uid %d)", uid, os.Geteuid()),
+				Suggestion: fmt.Sprintf("chown root %s", path)}
+		}
+		if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+			return &Error{Msg: fmt.Sprintf("writable by group or others (mode %04o): whoever can change it can make daneroll run any command", perm),
+				Suggestion: fmt.Sprintf("chmod go-w %s", path)}
+		}
+		return nil
+	})
+	var ce *Error
+	if err != nil && !errors.As(err, &ce) && !errors.Is(err, os.ErrNotExist) {
+		return nil, &Error{Msg: err.Error()}
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.IsDir() {
-		return nil, &Error{Msg: "is a directory, not a configuration file"}
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &Error{Msg: "is not a regular file"}
-	}
-	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
-		return nil, &Error{Msg: fmt.Sprintf("owned by uid %d, who could make daneroll run any command: it must belong to root or to the user daneroll runs as (uid %d)", uid, os.Geteuid()),
-			Suggestion: fmt.Sprintf("chown root %s", path)}
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return nil, &Error{Msg: fmt.Sprintf("writable by group or others (mode %04o): whoever can change it can make daneroll run any command", perm),
-			Suggestion: fmt.Sprintf("chmod go-w %s", path)}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxConfig {
-		return nil, &Error{Msg: fmt.Sprintf("larger than %d MiB: not a configuration file", maxConfig>>20)}
-	}
-	return data, nil
+	return data, err
 }
 
 // Parse is Load for a configuration held in memory; name is used in messages

@@ -122,7 +122,7 @@ func (v *validator) keyType(path, label, kt string) {
 }
 
 func (v *validator) pemCerts(path, file string) {
-	data, err := readSmall(file, 1<<20)
+	data, err := readSmall(file, 1<<20, nil)
 	if err != nil {
 		v.fail(path, "", "%s: cannot read %s: %v", lastKey(path), file, unwrapPath(err))
 		return
@@ -762,9 +762,10 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// readSmall reads a regular file of at most limit bytes: a device or a
-// FIFO named by mistake must not hang or exhaust daneroll.
-func readSmall(path string, limit int64) ([]byte, error) {
+// readSmall reads a regular file of at most limit bytes, after check (if
+// any) accepts what the open file is: a device or a FIFO named by mistake
+// must not hang or exhaust daneroll.
+func readSmall(path string, limit int64, check func(os.FileInfo) error) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -774,6 +775,11 @@ func readSmall(path string, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if check != nil {
+		if err := check(fi); err != nil {
+			return nil, err
+		}
+	}
 	if !fi.Mode().IsRegular() {
 		return nil, errors.New("not a regular file")
 	}
@@ -782,7 +788,7 @@ func readSmall(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("larger than %d KiB", limit>>10)
+		return nil, fmt.Errorf("larger than %d KiB: not what belongs there", limit>>10)
 	}
 	return data, nil
 }

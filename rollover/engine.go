@@ -232,10 +232,7 @@ func (e *Engine) Rekey(ctx context.Context, name string, emergency bool, opts Re
 		return Outcome{}, err
 	}
 	if st.Txn != nil {
-		return Outcome{}, &HintError{
-			Err:    fmt.Errorf("%s: unfinished work (%s, at step %s) comes first", c.Name, st.Txn.Kind, st.Txn.Step),
-			Advice: "run daneroll renew " + c.Name + " to finish it, then rekey",
-		}
+		return Outcome{}, unfinished(c, st, "rekey")
 	}
 	if st.LiveSet == "" {
 		return Outcome{}, fmt.Errorf("%s: no certificate has been issued yet; run daneroll renew %s", c.Name, c.Name)
@@ -297,6 +294,14 @@ func (e *Engine) select_(names []string) ([]*config.Certificate, error) {
 		}
 	}
 	return out, nil
+}
+
+// unfinished refuses to start command while a transaction is pending.
+func unfinished(c *config.Certificate, st *State, command string) error {
+	return &HintError{
+		Err:    fmt.Errorf("%s: unfinished work (%s, at step %s) comes first", c.Name, st.Txn.Kind, st.Txn.Step),
+		Advice: "run daneroll renew " + c.Name + " to finish it, then " + command,
+	}
 }
 
 // HintError is an error with advice for the user.

@@ -235,10 +235,7 @@ func (e *Engine) pruneOne(ctx context.Context, c *config.Certificate, opts Prune
 		return fail(err)
 	}
 	if st.Txn != nil && st.Txn.Kind != KindPrune {
-		return fail(&HintError{
-			Err:    fmt.Errorf("%s: unfinished work (%s, at step %s) comes first", c.Name, st.Txn.Kind, st.Txn.Step),
-			Advice: "run daneroll renew " + c.Name + " to finish it, then prune",
-		})
+		return fail(unfinished(c, st, "prune"))
 	}
 	if st.Txn != nil {
 		e.rep.Progress(c.Name, "resume", fmt.Sprintf("resuming prune at step %s", st.Txn.Step))
