@@ -81,7 +81,8 @@ func (w *realWorld) writeConfig(withPostfix bool) {
 	if err := os.WriteFile(secret, []byte(w.bind.TSIGSecret), 0o600); err != nil {
 		w.t.Fatal(err)
 	}
-	services := ""
+	// Before postfix exists (the bootstrap) nothing can be probed.
+	services := "allow_unverified_deploy = true\n"
 	if withPostfix {
 		services = fmt.Sprintf(`services = ["postfix"]
 [service.postfix]

@@ -62,15 +62,16 @@ const tsigSecret = "ZTJlLXRlc3QtdHNpZy1zZWNyZXQtZm9yLWRhbmVyb2xs"
 // world is Pebble, a signed zone on three servers and an SMTP service that
 // reloads on SIGHUP, with a daneroll configuration for them.
 type world struct {
-	t      *testing.T
-	dir    string
-	cfg    string
-	state  string
-	dns    *dnstest.Cluster
-	pebble *pebbletest.Pebble
-	svc    *tlsservice.Server
-	port   string
-	start  time.Time
+	t        *testing.T
+	dir      string
+	cfg      string
+	state    string
+	dns      *dnstest.Cluster
+	resolver *dnstest.Resolver
+	pebble   *pebbletest.Pebble
+	svc      *tlsservice.Server
+	port     string
+	start    time.Time
 }
 
 func newWorld(t *testing.T, policy string, ttl int) *world {
@@ -89,6 +90,8 @@ func newWorld(t *testing.T, policy string, ttl int) *world {
 		SOATTL:      60,
 		NegativeTTL: 1,
 	})
+	// The validating resolver a DANE client would use: verify asks it.
+	w.resolver = w.dns.StartResolverT(t)
 	var err error
 	w.pebble, err = pebbletest.Start(context.Background(), pebbletest.Options{
 		Dir: filepath.Join(w.dir, "pebble"), Binary: bins.pebble, AlwaysValid: true,
@@ -124,6 +127,7 @@ accept_tos = true
 ca_roots = [%q]
 [dns]
 confirm_timeout = "1m"
+resolver = %q
 [dns.publisher.ns]
 type = "rfc2136"
 server = %q
@@ -141,7 +145,7 @@ services = ["smtp"]
 [service.smtp]
 reload = ["kill", "-HUP", "%d"]
 probe = ["smtp://mail.example.test:%s?connect=127.0.0.1"]
-`, w.state, w.pebble.Directory, w.pebble.RootsFile, w.dns.Primary(), secret, strings.Join(ns, ", "),
+`, w.state, w.pebble.Directory, w.pebble.RootsFile, w.resolver.Addr(), w.dns.Primary(), secret, strings.Join(ns, ", "),
 		policy, w.port, ttl, os.Getpid(), w.port)
 	if err := os.WriteFile(w.cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
