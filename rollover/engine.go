@@ -25,8 +25,10 @@
 package rollover
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,6 +134,12 @@ type Engine struct {
 	// mu guards a certificate's State and its journal write while lego
 	// calls back (dns-01 records) from its own goroutines.
 	mu sync.Mutex
+
+	journalsMu sync.Mutex // guards journals
+	// journals holds each certificate's journal as it is on disk, so that
+	// a save that would write the same bytes writes nothing: a run with
+	// nothing to do changes no file.
+	journals map[string][]byte
 }
 
 // errLookOnly keeps a dry run away from the CA.
@@ -320,8 +328,12 @@ func (e *HintError) Hint() string { return e.Advice }
 // live set on disk (which win: they are what is served).
 func (e *Engine) load(c *config.Certificate) (*State, error) {
 	st := &State{Version: stateVersion}
-	if _, err := e.st.ReadJSON(store.JournalPath(c.Name), st); err != nil {
+	found, err := e.st.ReadJSON(store.JournalPath(c.Name), st)
+	if err != nil {
 		return nil, fmt.Errorf("%s: journal: %w", c.Name, err)
+	}
+	if found {
+		e.remember(c.Name, st)
 	}
 	if st.Version > stateVersion {
 		return nil, fmt.Errorf("%s: journal version %d is newer than this daneroll understands (%d)", c.Name, st.Version, stateVersion)
@@ -378,16 +390,47 @@ func (e *Engine) load(c *config.Certificate) (*State, error) {
 }
 
 func (e *Engine) save(c *config.Certificate, st *State) error {
+	if e.unchanged(c.Name, st) {
+		return nil
+	}
 	if e.opts.Failpoint != nil {
 		e.opts.Failpoint("before")
 	}
 	if err := e.st.WriteJSON(store.JournalPath(c.Name), st); err != nil {
 		return fmt.Errorf("%s: journal: %w", c.Name, err)
 	}
+	e.remember(c.Name, st)
 	if e.opts.Failpoint != nil {
 		e.opts.Failpoint("after")
 	}
 	return nil
+}
+
+// remember notes the journal of name as it is on disk.
+func (e *Engine) remember(name string, st *State) {
+	data, err := json.Marshal(st)
+	e.journalsMu.Lock()
+	defer e.journalsMu.Unlock()
+	if e.journals == nil {
+		e.journals = map[string][]byte{}
+	}
+	if err != nil {
+		delete(e.journals, name)
+		return
+	}
+	e.journals[name] = data
+}
+
+// unchanged reports whether st is the journal already on disk.
+func (e *Engine) unchanged(name string, st *State) bool {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return false
+	}
+	e.journalsMu.Lock()
+	defer e.journalsMu.Unlock()
+	on, ok := e.journals[name]
+	return ok && bytes.Equal(on, data)
 }
 
 func (e *Engine) acmeClient(ctx context.Context) (ACMEClient, error) {
