@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // LockedError is returned by Lock when another process holds the lock.
@@ -64,32 +66,96 @@ func (s *Store) Lock() (*Lock, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, readHolder(path)
+			return nil, holder(path, fi)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	// Record who holds it, for the message the next process prints.
-	info := fmt.Sprintf("%d %s\n", os.Getpid(), s.now().UTC().Format(time.RFC3339))
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(info), 0)
-	}
+	// Nothing is written: the kernel knows who holds the lock (see
+	// holder), and a run with nothing to do writes no file.
 	return &Lock{f: f}, nil
 }
 
-func readHolder(path string) *LockedError {
+// holder names the process holding the lock on the file fi describes, as
+// /proc/locks lists it, and since when it runs. Where /proc says nothing,
+// the error says "another process".
+func holder(path string, fi os.FileInfo) *LockedError {
 	le := &LockedError{Path: path}
-	data, err := readTrusted(path, 0o022, 4096)
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return le
+	}
+	locks, err := os.ReadFile("/proc/locks")
 	if err != nil {
 		return le
 	}
-	f := strings.Fields(string(data))
-	if len(f) > 0 {
-		le.PID, _ = strconv.Atoi(f[0])
-	}
-	if len(f) > 1 {
-		le.Since, _ = time.Parse(time.RFC3339, f[1])
+	le.PID = lockHolder(string(locks), uint64(st.Dev), st.Ino)
+	if le.PID > 0 {
+		le.Since = processStart(le.PID)
 	}
 	return le
+}
+
+// lockHolder finds the pid of the FLOCK on device dev, inode ino in the
+// text of /proc/locks: "1: FLOCK  ADVISORY  WRITE 4242 fe:00:9977967 0 EOF".
+func lockHolder(locks string, dev, ino uint64) int {
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
+	for _, line := range strings.Split(locks, "\n") {
+		f := strings.Fields(line)
+		// A lock someone waits for is listed with "->"; skip those.
+		if len(f) < 6 || f[1] != "FLOCK" {
+			continue
+		}
+		if f[5] != want {
+			continue
+		}
+		if pid, err := strconv.Atoi(f[4]); err == nil && pid > 0 {
+			return pid
+		}
+	}
+	return 0
+}
+
+// processStart is when process pid started, from /proc; zero when unknown.
+func processStart(pid int) time.Time {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return time.Time{}
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis. starttime is field 22, in clock
+	// ticks (USER_HZ, 100 on Linux) since boot.
+	rest := string(stat)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 20 {
+		return time.Time{}
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	boot := bootTime()
+	if boot.IsZero() {
+		return time.Time{}
+	}
+	return boot.Add(time.Duration(ticks) * time.Second / 100)
+}
+
+func bootTime() time.Time {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(n, 0)
+			}
+		}
+	}
+	return time.Time{}
 }
 
 // Unlock releases the lock.
@@ -97,8 +163,7 @@ func (l *Lock) Unlock() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
-	// Closing the descriptor releases the flock; the pid stays in the file
-	// but nobody reads it unless the lock is held.
+	// Closing the descriptor releases the flock.
 	err := l.f.Close()
 	l.f = nil
 	return err
