@@ -2,8 +2,10 @@ GO ?= go
 
 .PHONY: build test test-short demo bench fuzz lint clean
 
+# -buildvcs=auto: the VCS revision goes into the binary (daneroll version)
+# even where GOFLAGS turns it off.
 build:
-	$(GO) build -o bin/daneroll ./cmd/daneroll
+	$(GO) build -buildvcs=auto -o bin/daneroll ./cmd/daneroll
 
 # Everything, real servers included (BIND 9, unbound, postfix: see .ci/run).
 # Tests that need a missing daemon fail here instead of skipping.

@@ -133,6 +133,8 @@ func (c *cli) flagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Var(&c.verbosity, "v", "verbose")
+	// -c too, so that "daneroll renew -c FILE" works as people type it.
+	fs.StringVar(&c.configFlag, "c", c.configFlag, "configuration file")
 	return fs
 }
 
@@ -240,10 +242,46 @@ func (c *cli) printError(err error) {
 	}
 }
 
+// version is the module version and, when the binary was built from a
+// checkout, the VCS revision, its time and whether the tree was modified:
+// "v1.2.0 (rev 5fb7e5c1a2b3, 2026-11-29T15:00:00Z)" or
+// "(devel) (rev 5fb7e5c1a2b3+dirty, …)".
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
-	if !ok || bi.Main.Version == "" {
-		return "devel"
+	if !ok {
+		return "(devel)"
 	}
-	return bi.Main.Version
+	return versionOf(bi)
+}
+
+func versionOf(bi *debug.BuildInfo) string {
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, at string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return v
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	if at != "" {
+		return fmt.Sprintf("%s (rev %s, %s)", v, rev, at)
+	}
+	return fmt.Sprintf("%s (rev %s)", v, rev)
 }
