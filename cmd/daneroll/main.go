@@ -190,12 +190,13 @@ func (c *cli) logger() *slog.Logger {
 	case c.verbosity == 1:
 		level = slog.LevelInfo
 	}
-	l := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	journald := underSystemd(os.Getenv)
+	l := slog.New(newLogHandler(c.stderr, level, journald))
 	legoLevel := slog.LevelWarn
 	if c.verbosity >= 2 {
 		legoLevel = slog.LevelDebug
 	}
-	legolog.SetDefault(slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: legoLevel})).With("from", "lego"))
+	legolog.SetDefault(slog.New(newLogHandler(c.stderr, legoLevel, journald)).With("from", "lego"))
 	return l
 }
 
