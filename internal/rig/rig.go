@@ -317,3 +317,11 @@ func run(ctx context.Context, argv ...string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// Program returns the absolute path of program name from the Debian package
+// debPkg, or skips t (fails it with DANEROLL_REQUIRE_RIG=1) when it is
+// missing. It starts nothing, so it runs under -short too.
+func Program(t testing.TB, name, debPkg string) string {
+	t.Helper()
+	return lookBinary(t, name, debPkg)
+}
