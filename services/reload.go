@@ -1,6 +1,7 @@
 package services
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,9 +32,11 @@ const (
 // init script's "restart") may leave that daemon holding the pipe forever.
 const pipeGrace = 2 * time.Second
 
-// ReloadError is the error of a reload command that could not start, failed
-// or timed out.
+// ReloadError is the error of a command daneroll runs (a reload, a
+// notification) that could not start, failed or timed out.
 type ReloadError struct {
+	// Verb says what the command was for: "reload" or "notify".
+	Verb string
 	// Argv is the command as given.
 	Argv []string
 	// ExitCode is the command's exit status, or -1 when it did not exit on
@@ -51,7 +54,11 @@ type ReloadError struct {
 
 func (e *ReloadError) Error() string {
 	var b strings.Builder
-	b.WriteString("reload ")
+	verb := e.Verb
+	if verb == "" {
+		verb = "reload"
+	}
+	b.WriteString(verb + " ")
 	b.WriteString(formatArgv(e.Argv))
 	b.WriteString(": ")
 	b.WriteString(e.reason())
@@ -99,6 +106,11 @@ type ReloadOptions struct {
 	Env []string
 	// Logger receives the command's output at debug level; nil discards.
 	Logger *slog.Logger
+	// Stdin is the command's standard input; empty when nil.
+	Stdin []byte
+	// Verb names what the command is for in errors and logs: "reload"
+	// when empty.
+	Verb string
 }
 
 // Reload runs argv (never through a shell, never split on spaces) with a
@@ -113,8 +125,11 @@ func Reload(ctx context.Context, argv []string, opts ReloadOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Verb == "" {
+		opts.Verb = "reload"
+	}
 	if len(argv) == 0 || argv[0] == "" {
-		return errors.New("reload: empty command")
+		return errors.New(opts.Verb + ": empty command")
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -126,6 +141,9 @@ func Reload(ctx context.Context, argv []string, opts ReloadOptions) error {
 	out := &capBuffer{}
 	cmd := exec.CommandContext(tctx, argv[0], argv[1:]...)
 	cmd.Env = opts.Env // nil inherits, as os/exec does
+	if opts.Stdin != nil {
+		cmd.Stdin = bytes.NewReader(opts.Stdin)
+	}
 	// One writer for both streams: os/exec then copies them with a single
 	// goroutine, so capBuffer needs no lock, and the interleaving is kept.
 	cmd.Stdout = out
@@ -139,15 +157,15 @@ func Reload(ctx context.Context, argv []string, opts ReloadOptions) error {
 	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		// The command succeeded; something it started in the background
 		// still holds its output open. That is the daemon's business.
-		log.Debug("reload: command exited, a background process kept its output open",
+		log.Debug(opts.Verb+": command exited, a background process kept its output open",
 			"argv", argv, "elapsed", elapsed)
 		err = nil
 	}
 	if err == nil {
-		log.Debug("reload: done", "argv", argv, "elapsed", elapsed, "output", out.String())
+		log.Debug(opts.Verb+": done", "argv", argv, "elapsed", elapsed, "output", out.String())
 		return nil
 	}
-	rerr := &ReloadError{Argv: argv, ExitCode: -1, Output: out.String(), Err: err}
+	rerr := &ReloadError{Verb: opts.Verb, Argv: argv, ExitCode: -1, Output: out.String(), Err: err}
 	if cmd.ProcessState != nil && cmd.ProcessState.Exited() {
 		rerr.ExitCode = cmd.ProcessState.ExitCode()
 	}
@@ -160,7 +178,7 @@ func Reload(ctx context.Context, argv []string, opts ReloadOptions) error {
 			rerr.Err = fmt.Errorf("after %s: %w", timeout, context.DeadlineExceeded)
 		}
 	}
-	log.Debug("reload: failed", "argv", argv, "elapsed", elapsed, "error", rerr.reason(), "output", rerr.Output)
+	log.Debug(opts.Verb+": failed", "argv", argv, "elapsed", elapsed, "error", rerr.reason(), "output", rerr.Output)
 	return rerr
 }
 
