@@ -7,6 +7,8 @@
 // directory (accounts/HOST/EMAIL/key.pem 0600 and account.json). A new
 // account is registered only when the configuration accepts the CA's terms
 // of service; otherwise [NewClient] returns a [*TOSError] carrying their URL.
+// CAs such as ZeroSSL and Google Trust Services register an account only
+// with External Account Binding ([EAB]); the MAC key is read only then.
 //
 // # Issuance
 //
@@ -31,6 +33,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +42,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	legoacme "github.com/go-acme/lego/v5/acme"
@@ -64,6 +68,53 @@ type Options struct {
 	HTTPClient *http.Client
 	UserAgent  string
 	Logger     *slog.Logger
+	// EAB binds a new account to one at the CA; nil when the CA needs
+	// none. An account registered earlier is used without it.
+	EAB *EAB
+	// PreferredChain is the default of Request.PreferredChain.
+	PreferredChain string
+}
+
+// EAB is External Account Binding (RFC 8555 §7.3.4): the key ID and MAC key
+// a CA hands out so that a new ACME account is tied to an account there.
+type EAB struct {
+	KID string
+	// HMACKey returns the MAC key as the CA hands it out: base64url,
+	// standard base64 accepted too. It is called only when an account is
+	// registered, so the secret is read only when it is needed.
+	HMACKey func() (string, error)
+}
+
+// EABKeyError is an External Account Binding MAC key that could not be read
+// or decoded. It never carries the key.
+type EABKeyError struct{ Err error }
+
+func (e *EABKeyError) Error() string {
+	return "acme: external account binding: hmac key: " + e.Err.Error()
+}
+
+// Unwrap gives the reason.
+func (e *EABKeyError) Unwrap() error { return e.Err }
+
+// Hint tells the user what to change.
+func (e *EABKeyError) Hint() string {
+	return "put the HMAC key exactly as the CA shows it (base64url) into the file named by eab_hmac_key_file (or the variable named by eab_hmac_key_env)"
+}
+
+// decodeMACKey decodes an EAB MAC key. CAs hand it out base64url without
+// padding; padded and standard base64 (a key pasted through other tools)
+// mean the same bytes. The error never quotes the key.
+func decodeMACKey(s string) ([]byte, error) {
+	s = strings.TrimRight(strings.TrimSpace(s), "=")
+	if s == "" {
+		return nil, errors.New("empty")
+	}
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.RawStdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, errors.New("not base64url (nor base64)")
 }
 
 // Client talks to one ACME server with one account.
@@ -72,6 +123,8 @@ type Client struct {
 	account *account
 	log     *slog.Logger
 	dir     string
+	// preferredChain is the chain asked for when a request names none.
+	preferredChain string
 }
 
 // TOSError is returned when a new account would have to accept terms of
@@ -117,14 +170,14 @@ func NewClient(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("acme: directory %s: %w", opts.Directory, unwrapURL(err))
 	}
-	c := &Client{lego: lc, account: acct, log: log, dir: opts.Directory}
+	c := &Client{lego: lc, account: acct, log: log, dir: opts.Directory, preferredChain: opts.PreferredChain}
 	if acct.Registration == nil {
 		if !opts.AcceptTOS {
 			return nil, &TOSError{URL: lc.GetServerMetadata().TermsOfService}
 		}
-		reg, err := lc.Registration.Register(ctx, registration.RegisterOptions{TermsOfServiceAgreed: true})
+		reg, err := register(ctx, lc, opts.EAB)
 		if err != nil {
-			return nil, fmt.Errorf("acme: register account: %w", describe(err))
+			return nil, err
 		}
 		acct.Registration = reg
 		if err := acct.save(); err != nil {
@@ -133,6 +186,44 @@ func NewClient(ctx context.Context, opts Options) (*Client, error) {
 		log.Info("registered ACME account", "directory", opts.Directory, "account", reg.Location)
 	}
 	return c, nil
+}
+
+// register makes a new account, bound to the CA's account when eab is set.
+func register(ctx context.Context, lc *lego.Client, eab *EAB) (*legoacme.ExtendedAccount, error) {
+	if eab == nil {
+		reg, err := lc.Registration.Register(ctx, registration.RegisterOptions{TermsOfServiceAgreed: true})
+		if err != nil {
+			return nil, fmt.Errorf("acme: register account: %w", describe(err))
+		}
+		return reg, nil
+	}
+	if eab.HMACKey == nil {
+		return nil, &EABKeyError{Err: errors.New("not configured")}
+	}
+	raw, err := eab.HMACKey()
+	if err != nil {
+		return nil, &EABKeyError{Err: err}
+	}
+	mac, err := decodeMACKey(raw)
+	if err != nil {
+		return nil, &EABKeyError{Err: err}
+	}
+	// lego takes the key encoded; handing it the one encoding it decodes
+	// first spares it guessing.
+	reg, err := lc.Registration.RegisterWithExternalAccountBinding(ctx, registration.RegisterEABOptions{
+		TermsOfServiceAgreed: true,
+		Kid:                  eab.KID,
+		HmacEncoded:          base64.RawURLEncoding.EncodeToString(mac),
+	})
+	if err != nil {
+		err = describe(err)
+		var p *Problem
+		if errors.As(err, &p) {
+			p.binding = true
+		}
+		return nil, fmt.Errorf("acme: register account with external account binding (key ID %q): %w", eab.KID, err)
+	}
+	return reg, nil
 }
 
 // httpClient trusts the system roots plus the given PEM files.

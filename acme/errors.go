@@ -22,6 +22,9 @@ type Problem struct {
 	Sub []string
 
 	err error
+	// binding is set when the CA refused a registration that carried
+	// External Account Binding: its problem is then about the binding.
+	binding bool
 }
 
 func (p *Problem) Error() string {
@@ -51,7 +54,12 @@ func (p *Problem) Unwrap() error { return p.err }
 
 // Hint suggests what to do.
 func (p *Problem) Hint() string {
+	if p.binding && (p.Type == "unauthorized" || p.Type == "malformed") {
+		return "the CA did not accept the External Account Binding: check eab_kid and the HMAC key (eab_hmac_key_file or eab_hmac_key_env) against what the CA shows; some CAs accept each pair for one account only"
+	}
 	switch p.Type {
+	case "externalAccountRequired":
+		return "the CA registers an account only with External Account Binding: set eab_kid and eab_hmac_key_file (or eab_hmac_key_env) in [acme] to the key ID and HMAC key the CA hands out"
 	case "rateLimited":
 		return "nothing was changed; run daneroll again later (Let's Encrypt's limits: https://letsencrypt.org/docs/rate-limits/)"
 	case "unauthorized", "connection", "dns", "incorrectResponse", "tls", "caa":

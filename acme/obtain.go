@@ -45,6 +45,11 @@ type Request struct {
 	// sent so the CA can exempt the renewal from rate limits.
 	Replaces *x509.Certificate
 	Solver   Solver
+	// PreferredChain picks, among the chains the CA offers, the one whose
+	// top certificate is issued by this common name (certbot's
+	// --preferred-chain); "" uses the client's default. When no chain
+	// matches, the CA's default chain is used and a warning logged.
+	PreferredChain string
 }
 
 // Certificate is an issued certificate.
@@ -65,11 +70,16 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 		return nil, err
 	}
 	defer c.lego.Challenge.ResetSolvers()
+	chain := req.PreferredChain
+	if chain == "" {
+		chain = c.preferredChain
+	}
 	or := certificate.ObtainRequest{
-		Domains:    req.Domains,
-		PrivateKey: req.Key,
-		Bundle:     false,
-		Profile:    req.Profile,
+		Domains:        req.Domains,
+		PrivateKey:     req.Key,
+		Bundle:         false,
+		Profile:        req.Profile,
+		PreferredChain: chain,
 	}
 	if req.Replaces != nil {
 		id, err := api.MakeARICertID(req.Replaces)
@@ -100,6 +110,12 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 	}
 	if !samePublicKey(leaf.PublicKey, req.Key.Public()) {
 		return nil, errors.New("acme: the CA issued a certificate for another key")
+	}
+	if top := topIssuer(res.IssuerCertificate); chain != "" && top != chain {
+		// lego falls back to the default chain as certbot does, and says
+		// so only in its own log.
+		c.log.Warn("no chain the CA offers ends at the preferred issuer; using the CA's default chain",
+			"domains", req.Domains, "preferred_chain", chain, "chain_ends_at", top)
 	}
 	return &Certificate{Cert: res.Certificate, Chain: res.IssuerCertificate, Leaf: leaf, URL: res.CertURL}, nil
 }
@@ -167,6 +183,29 @@ func (p dnsProvider) CleanUp(ctx context.Context, domain, _, keyAuth string) err
 // waited, so lego's first check passes at once.
 func (p dnsProvider) Timeout() (timeout, interval time.Duration) {
 	return time.Minute, 50 * time.Millisecond
+}
+
+// topIssuer is the issuer's common name of the last certificate of a PEM
+// chain: what lego compares a preferred chain with.
+func topIssuer(chain []byte) string {
+	var last *x509.Certificate
+	for rest := chain; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			last = c
+		}
+	}
+	if last == nil {
+		return ""
+	}
+	return last.Issuer.CommonName
 }
 
 func parseLeaf(data []byte) (*x509.Certificate, error) {

@@ -69,10 +69,28 @@ const (
 	PublisherManual     = "manual"
 )
 
-// Directory aliases accepted in acme.directory.
+// Directory aliases accepted in acme.directory. Read only: validation looks
+// names up here and nothing writes to it.
 var directoryAliases = map[string]string{
 	"letsencrypt":         "https://acme-v02.api.letsencrypt.org/directory",
 	"letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+	"zerossl":             "https://acme.zerossl.com/v2/DV90",
+	"google":              "https://dv.acme-v02.api.pki.goog/directory",
+	"google-staging":      "https://dv.acme-v02.test-api.pki.goog/directory",
+}
+
+// requiresEAB names the CA behind a directory URL that registers no
+// account without External Account Binding, or "".
+func requiresEAB(directory string) string {
+	switch directory {
+	case directoryAliases["zerossl"]:
+		return "ZeroSSL"
+	case directoryAliases["google"], directoryAliases["google-staging"]:
+		return "Google Trust Services"
+	case "https://acme.sectigo.com/v2/DV", "https://acme.sectigo.com/v2/OV", "https://acme.sectigo.com/v2/EV":
+		return "Sectigo"
+	}
+	return ""
 }
 
 // KeyTypes lists the accepted values of key_type, in the order the docs give.
@@ -99,8 +117,9 @@ type Config struct {
 
 // ACME configures the certificate authority and the account.
 type ACME struct {
-	// Directory is an alias ("letsencrypt", "letsencrypt-staging") or a URL;
-	// after Load it is always the URL.
+	// Directory is an alias ("letsencrypt", "letsencrypt-staging",
+	// "zerossl", "google", "google-staging") or a URL; after Load it is
+	// always the URL.
 	Directory string   `toml:"directory"`
 	Email     string   `toml:"email"`
 	AcceptTOS bool     `toml:"accept_tos"`
@@ -110,6 +129,17 @@ type ACME struct {
 	// RenewBefore is the default for certificates without ARI and without
 	// their own renew_before; zero means one third of the lifetime.
 	RenewBefore Duration `toml:"renew_before"`
+	// EABKID and the MAC key bind a new account to the operator's account
+	// at the CA (External Account Binding, RFC 8555 §7.3.4), for CAs that
+	// require it. The key stays in its file or environment variable until
+	// an account is registered: the configuration holds only where it is.
+	EABKID         string `toml:"eab_kid"`
+	EABHMACKeyFile string `toml:"eab_hmac_key_file"`
+	EABHMACKeyEnv  string `toml:"eab_hmac_key_env"`
+	// PreferredChain picks, among the chains the CA offers, the one whose
+	// top certificate is issued by this common name (certbot's
+	// --preferred-chain); the default for certificates without their own.
+	PreferredChain string `toml:"preferred_chain"`
 }
 
 // DNS configures publishers and the checks that follow a change.
@@ -180,6 +210,12 @@ type Certificate struct {
 	// AllowUnverifiedDeploy accepts a key change that no probe checks:
 	// retire then removes the old key's records on faith.
 	AllowUnverifiedDeploy bool `toml:"allow_unverified_deploy"`
+	// PreferredChain overrides [acme] preferred_chain.
+	PreferredChain string `toml:"preferred_chain"`
+	// KeepSets is how many archived sets to keep, newest first; the live
+	// set and the one before it are kept whatever it says. Zero keeps
+	// every set, as certbot does.
+	KeepSets int `toml:"keep_sets"`
 
 	index int // position among [[certificate]] tables, for messages
 }

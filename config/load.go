@@ -199,12 +199,12 @@ func visible(s string) string {
 // known lists the keys of each table, for "did you mean" hints.
 var known = map[string][]string{
 	"":                {"state_dir", "acme", "dns", "certificate", "service"},
-	"acme":            {"directory", "email", "accept_tos", "ca_roots", "profile", "key_type", "renew_before"},
+	"acme":            {"directory", "email", "accept_tos", "ca_roots", "profile", "key_type", "renew_before", "eab_kid", "eab_hmac_key_file", "eab_hmac_key_env", "preferred_chain"},
 	"dns":             {"resolver", "hold_factor", "confirm_timeout", "max_hold", "publisher"},
 	"dns.publisher.*": {"type", "api_token_file", "api_token_env", "api_url", "server", "tsig_name", "tsig_algorithm", "tsig_secret_file", "tsig_secret_env", "nameservers"},
 	"certificate": {"name", "domains", "challenge", "publisher", "http01_listen", "http01_webroot", "tls_alpn01_listen",
 		"key_type", "profile", "key_policy", "rekey_after", "renew_before", "tlsa", "tlsa_ttl", "tlsa_params", "services",
-		"stale_records", "allow_unverified_deploy"},
+		"stale_records", "allow_unverified_deploy", "preferred_chain", "keep_sets"},
 	"service.*": {"reload", "reload_timeout", "probe"},
 }
 

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/idna"
@@ -113,6 +114,55 @@ func (v *validator) acme() {
 		a.KeyType = DefaultKey
 	}
 	v.keyType("acme.key_type", "acme.key_type", a.KeyType)
+	v.eab(a)
+	v.preferredChain("acme.preferred_chain", "acme.preferred_chain", a.PreferredChain)
+}
+
+// eab checks the External Account Binding: a key ID and a MAC key go
+// together. The key itself is not read here; only its file is checked, like
+// every secret's.
+func (v *validator) eab(a *ACME) {
+	hasKey := a.EABHMACKeyFile != "" || a.EABHMACKeyEnv != ""
+	switch {
+	case a.EABKID != "" && hasKey:
+		if strings.ContainsFunc(a.EABKID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+			v.fail("acme.eab_kid", "copy the key ID exactly as the CA shows it", "acme.eab_kid: %q holds spaces or control characters", a.EABKID)
+		}
+		v.secret("acme", "acme", "eab_hmac_key", &a.EABHMACKeyFile, a.EABHMACKeyEnv)
+	case a.EABKID != "":
+		v.fail("acme.eab_kid", "the CA hands out both: the key ID goes in eab_kid, the HMAC key in a file named by eab_hmac_key_file (or eab_hmac_key_env)",
+			"acme: eab_kid is set without eab_hmac_key_file (or eab_hmac_key_env)")
+	case hasKey:
+		key := "acme.eab_hmac_key_file"
+		if a.EABHMACKeyFile == "" {
+			key = "acme.eab_hmac_key_env"
+		}
+		v.fail(key, "the CA hands out both: the key ID goes in eab_kid, the HMAC key in a file named by eab_hmac_key_file (or eab_hmac_key_env)",
+			"acme: %s is set without eab_kid", lastKey(key))
+	default:
+		ca := requiresEAB(a.Directory)
+		if ca == "" {
+			break
+		}
+		// A warning, not an error: an account registered earlier needs
+		// no binding.
+		hint := "set eab_kid and eab_hmac_key_file to the External Account Binding credentials from the CA"
+		switch ca {
+		case "ZeroSSL":
+			hint += " (ZeroSSL's dashboard, Developer section; daneroll does not register by e-mail through ZeroSSL's own API)"
+		case "Google Trust Services":
+			hint += " (gcloud publicca external-account-keys create)"
+		}
+		v.warn("acme.directory", hint,
+			"acme.directory: %s registers a new account only with External Account Binding, and eab_kid is not set", ca)
+	}
+}
+
+// preferredChain checks a chain name: a common name, compared as it is.
+func (v *validator) preferredChain(path, label, name string) {
+	if name != "" && (strings.TrimSpace(name) != name || strings.ContainsFunc(name, unicode.IsControl)) {
+		v.fail(path, `the issuer's common name exactly, e.g. "ISRG Root X1"`, "%s: %q has surrounding spaces or control characters", label, name)
+	}
 }
 
 func (v *validator) keyType(path, label, kt string) {
@@ -514,6 +564,18 @@ func (v *validator) certificate(cert *Certificate) {
 	}
 	if cert.RenewBefore.Duration == 0 {
 		cert.RenewBefore = c.ACME.RenewBefore
+	}
+	if cert.PreferredChain == "" {
+		cert.PreferredChain = c.ACME.PreferredChain
+	} else {
+		v.preferredChain(p("preferred_chain"), label+": preferred_chain", cert.PreferredChain)
+	}
+	switch {
+	case cert.KeepSets < 0:
+		v.fail(p("keep_sets"), "0 keeps every set", "%s: keep_sets %d is negative", label, cert.KeepSets)
+	case cert.KeepSets == 1:
+		v.fail(p("keep_sets"), "set 0 to keep every set, or 2 or more: the set served before the live one is what a failed deploy switches back to",
+			"%s: keep_sets = 1 would remove the set to roll back to", label)
 	}
 
 	if cert.KeyPolicy == "" {

@@ -80,18 +80,36 @@ func BuildWithStore(cfg *config.Config, st *store.Store, w Wiring) (*Engine, err
 			if err != nil {
 				return nil, err
 			}
+			var eab *acme.EAB
+			if a := cfg.ACME; a.EABKID != "" {
+				// Read only if an account is registered: an existing
+				// account needs no binding, and the secret stays where
+				// it is.
+				eab = &acme.EAB{KID: a.EABKID, HMACKey: func() (string, error) {
+					return readSecret(a.EABHMACKeyFile, a.EABHMACKeyEnv)
+				}}
+			}
 			c, err := acme.NewClient(ctx, acme.Options{
-				Directory:  cfg.ACME.Directory,
-				Email:      cfg.ACME.Email,
-				AcceptTOS:  cfg.ACME.AcceptTOS,
-				CARoots:    cfg.ACME.CARoots,
-				AccountDir: dir,
-				UserAgent:  userAgentProduct + "/" + w.Version,
-				Logger:     log,
+				Directory:      cfg.ACME.Directory,
+				Email:          cfg.ACME.Email,
+				AcceptTOS:      cfg.ACME.AcceptTOS,
+				CARoots:        cfg.ACME.CARoots,
+				AccountDir:     dir,
+				UserAgent:      userAgentProduct + "/" + w.Version,
+				Logger:         log,
+				EAB:            eab,
+				PreferredChain: cfg.ACME.PreferredChain,
 			})
 			if err != nil {
 				if tos, ok := err.(*acme.TOSError); ok {
 					return nil, &HintError{Err: fmt.Errorf("%s: %w", cfg.Where("acme.accept_tos"), tos), Advice: tos.Hint()}
+				}
+				if ke, ok := err.(*acme.EABKeyError); ok {
+					key := "acme.eab_hmac_key_file"
+					if cfg.ACME.EABHMACKeyEnv != "" {
+						key = "acme.eab_hmac_key_env"
+					}
+					return nil, &HintError{Err: fmt.Errorf("%s: %w", cfg.Where(key), ke), Advice: ke.Hint()}
 				}
 				return nil, err
 			}
@@ -225,6 +243,9 @@ func resolverOf(cfg *config.Config) (string, error) {
 // secrets from.
 func secretEnvs(cfg *config.Config) []string {
 	var names []string
+	if cfg.ACME.EABHMACKeyEnv != "" {
+		names = append(names, cfg.ACME.EABHMACKeyEnv)
+	}
 	for _, p := range cfg.DNS.Publishers {
 		for _, n := range []string{p.APITokenEnv, p.TSIGSecretEnv} {
 			if n != "" {

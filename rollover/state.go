@@ -400,3 +400,14 @@ func (s *State) setIssuer(id, dir string) {
 	}
 	s.Issuers[id] = dir
 }
+
+// forgetSets drops what the journal knows of archive sets that were
+// removed (keep_sets).
+func (s *State) forgetSets(ids []string) {
+	for _, id := range ids {
+		delete(s.Issuers, id)
+	}
+	if len(s.Issuers) == 0 {
+		s.Issuers = nil
+	}
+}

@@ -278,13 +278,7 @@ func (s *Store) Install(name string, set *Set) (string, error) {
 	if err := s.mkdirs(filepath.Join("archive", name)); err != nil {
 		return "", err
 	}
-	// Directories of installs that were killed half-way hold private keys:
-	// remove them.
-	if stale, _ := filepath.Glob(filepath.Join(adir, ".new-*")); len(stale) > 0 {
-		for _, d := range stale {
-			_ = os.RemoveAll(d)
-		}
-	}
+	removeLeftovers(adir)
 	ids, err := s.Sets(name)
 	if err != nil {
 		return "", err
@@ -354,6 +348,96 @@ func (s *Store) Sets(name string) ([]string, error) {
 		return a < b
 	})
 	return ids, nil
+}
+
+// Prefixes of the temporary directories in STATE/archive/NAME: a set being
+// installed, and a set being removed.
+const (
+	installPrefix = ".new-"
+	prunePrefix   = ".pruned-"
+)
+
+// removeLeftovers removes what an install or a prune killed half-way left
+// in an archive directory: both hold private keys.
+func removeLeftovers(adir string) {
+	for _, prefix := range []string{installPrefix, prunePrefix} {
+		stale, _ := filepath.Glob(filepath.Join(adir, prefix+"*"))
+		for _, d := range stale {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
+// PruneSets removes the archived sets of name other than the newest keep
+// and the protected ones, and returns the IDs it removed, oldest first.
+// The live set is always protected; so should the caller protect the set
+// a rollback would switch back to and any set a pending transaction names.
+// keep < 1 keeps every set.
+//
+// Each set directory is renamed out of the archive's name space before its
+// files go, and the rename is synced: a set is there completely or not at
+// all, even when the removal is killed half-way. A set whose directory is
+// not daneroll's (see [Store]) is refused, and nothing after it removed.
+func (s *Store) PruneSets(name string, keep int, protect ...string) ([]string, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	if keep < 1 {
+		return nil, nil
+	}
+	ids, err := s.Sets(name)
+	if err != nil || len(ids) <= keep {
+		return nil, err
+	}
+	live, err := s.LiveID(name)
+	if err != nil {
+		return nil, fmt.Errorf("prune %s: %w", name, err)
+	}
+	keepIDs := map[string]bool{live: true}
+	for _, id := range protect {
+		keepIDs[id] = true
+	}
+	for _, id := range ids[len(ids)-keep:] {
+		keepIDs[id] = true
+	}
+	adir := s.archiveDir(name)
+	removeLeftovers(adir)
+	var removed []string
+	for _, id := range ids {
+		if keepIDs[id] {
+			continue
+		}
+		rel := filepath.Join("archive", name, id)
+		if err := s.checkDirs(rel); err != nil {
+			return removed, fmt.Errorf("prune %s: %w", name, err)
+		}
+		tmp := filepath.Join(adir, prunePrefix+id)
+		if err := os.Rename(s.path(rel), tmp); err != nil {
+			return removed, fmt.Errorf("prune %s: %w", name, err)
+		}
+		if err := syncDir(adir); err != nil {
+			return removed, fmt.Errorf("prune %s: %w", name, err)
+		}
+		s.forget(s.path(rel))
+		removed = append(removed, id)
+		if err := os.RemoveAll(tmp); err != nil {
+			return removed, fmt.Errorf("prune %s: set %s: %w", name, id, err)
+		}
+	}
+	if len(removed) > 0 {
+		if err := syncDir(adir); err != nil {
+			return removed, fmt.Errorf("prune %s: %w", name, err)
+		}
+	}
+	return removed, nil
+}
+
+// forget drops a removed directory from the ones found trustworthy: whatever
+// appears at its path later is checked afresh.
+func (s *Store) forget(dir string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.checked, dir)
 }
 
 // Switch makes the archived set id live for name in one atomic step: the

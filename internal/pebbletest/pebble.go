@@ -52,7 +52,14 @@ type Options struct {
 	// Blocklist names domains Pebble refuses to issue for
 	// (rejectedIdentifier).
 	Blocklist []string
-	// Env adds environment variables (e.g. PEBBLE_CHAIN_LENGTH).
+	// EABRequired makes Pebble refuse new accounts without External
+	// Account Binding (externalAccountRequired), as ZeroSSL and Google do.
+	EABRequired bool
+	// EABKeys are the bindings Pebble accepts: key ID → HMAC key,
+	// base64url without padding, as CAs hand them out.
+	EABKeys map[string]string
+	// Env adds environment variables (e.g. PEBBLE_CHAIN_LENGTH, or
+	// PEBBLE_ALTERNATE_ROOTS=N for chains to N more roots; see Root).
 	Env []string
 }
 
@@ -142,7 +149,8 @@ func Start(ctx context.Context, opts Options) (*Pebble, error) {
 		"httpPort":                       ports[2],
 		"tlsPort":                        ports[3],
 		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
+		"externalAccountBindingRequired": opts.EABRequired,
+		"externalAccountMACKeys":         opts.EABKeys,
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm":                   "ecdsa",
 		"profiles":                       profiles,
@@ -255,7 +263,13 @@ func (p *Pebble) HTTPClient() *http.Client { return p.client }
 
 // IssuerRoot returns the PEM root that signs Pebble's certificates.
 func (p *Pebble) IssuerRoot(ctx context.Context) ([]byte, error) {
-	return p.get(ctx, "/roots/0")
+	return p.Root(ctx, 0)
+}
+
+// Root returns root n in PEM: 0 is the root of the default chain, 1 … N
+// those of the alternate chains (PEBBLE_ALTERNATE_ROOTS=N).
+func (p *Pebble) Root(ctx context.Context, n int) ([]byte, error) {
+	return p.get(ctx, "/roots/"+strconv.Itoa(n))
 }
 
 func (p *Pebble) get(ctx context.Context, path string) ([]byte, error) {
