@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/dane"
@@ -74,9 +75,27 @@ func (e *Engine) deploy(ctx context.Context, c *config.Certificate, st *State) e
 	}
 	e.rep.Progress(c.Name, "deploy", fmt.Sprintf("set %s is live", txn.NewSet))
 	if err := e.reload(ctx, c); err != nil {
+		if txn.PrevSet == "" {
+			return e.bootstrap(c, "reloading failed", err)
+		}
 		return e.rollback(ctx, c, st, err)
 	}
 	return nil
+}
+
+// bootstrapError is a first certificate whose services could not be
+// reloaded or reached. They usually are not running yet: nginx and dovecot
+// cannot start before their certificate exists. Nothing is rolled back
+// (there is nothing to go back to); the step is taken again next run.
+type bootstrapError struct {
+	msg string
+}
+
+func (e *bootstrapError) Error() string { return e.msg }
+
+func (e *Engine) bootstrap(c *config.Certificate, what string, err error) error {
+	return &bootstrapError{msg: fmt.Sprintf("the first certificate is live in %s, but %s (%v). If the services are not running yet because they had no certificate to start with (%s), start them now, then run daneroll renew again: it checks them and finishes",
+		e.st.LiveDir(c.Name), what, err, strings.Join(c.Services, ", "))}
 }
 
 func (e *Engine) refreshLive(c *config.Certificate, st *State) error {
@@ -116,6 +135,9 @@ func (e *Engine) reload(ctx context.Context, c *config.Certificate) error {
 // put back.
 func (e *Engine) verify(ctx context.Context, c *config.Certificate, st *State) error {
 	if err := e.probeAll(ctx, c, st, st.Txn.Target); err != nil {
+		if st.Txn.PrevSet == "" && errors.Is(err, syscall.ECONNREFUSED) {
+			return e.bootstrap(c, "a service does not answer", err)
+		}
 		return e.rollback(ctx, c, st, err)
 	}
 	return nil

@@ -290,3 +290,33 @@ func TestAbsurdTTLIsRefusedNotWaitedFor(t *testing.T) {
 		t.Errorf("outcome %+v, want a wait of 14 days", o)
 	}
 }
+
+// The usual bootstrap: the service cannot start before its first
+// certificate exists, so the first reload fails. The run says what to do
+// next instead of reporting a broken deploy, and the next run finishes.
+func TestFirstIssuanceWithServicesNotRunningYet(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	svc := w.cfg.Services["smtp"]
+	hup := svc.Reload
+	svc.Reload = []string{"sh", "-c", "echo 'nginx.service is not active, cannot reload.' >&2; exit 1"}
+	w.cfg.Services["smtp"] = svc
+	o := w.renew(w.engine(nil), RenewOptions{})
+	if o.Err != nil || o.Action != "waiting" || !o.ResumeAt.IsZero() {
+		t.Fatalf("outcome %+v, want waiting for the operator", o)
+	}
+	for _, want := range []string{"the first certificate is live in " + w.store.LiveDir("mail"), "not active", "start them now, then run daneroll renew again"} {
+		if !strings.Contains(o.Detail, want) {
+			t.Errorf("detail %q lacks %q", o.Detail, want)
+		}
+	}
+	if st := w.state(); st.Txn == nil || st.Txn.Step != StepDeploy || st.LastFailure != "" {
+		t.Errorf("journal %+v", st.Txn)
+	}
+	// The operator starts the service; the next run checks it and finishes.
+	svc.Reload = hup
+	w.cfg.Services["smtp"] = svc
+	w.mustRenew(w.engine(nil), RenewOptions{}, "issued")
+	if w.svc.Served() != w.state().Current {
+		t.Error("the service does not serve the issued key")
+	}
+}

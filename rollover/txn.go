@@ -103,13 +103,21 @@ func (e *Engine) advance(ctx context.Context, c *config.Certificate, st *State, 
 		step := st.Txn.Step
 		start := e.clock.Now()
 		err := e.step(ctx, c, st, opts)
-		var w *waitError
+		var (
+			w  *waitError
+			bs *bootstrapError
+		)
 		switch {
 		case errors.As(err, &w):
 			if serr := e.save(c, st); serr != nil {
 				return Outcome{Name: c.Name, Action: "failed", Err: serr}
 			}
 			return Outcome{Name: c.Name, Action: "waiting", Detail: w.what, ResumeAt: w.until}
+		case errors.As(err, &bs):
+			if serr := e.save(c, st); serr != nil {
+				return Outcome{Name: c.Name, Action: "failed", Err: serr}
+			}
+			return Outcome{Name: c.Name, Action: "waiting", Detail: bs.msg}
 		case err != nil && ctx.Err() != nil:
 			// Interrupted (Ctrl-C, SIGTERM): the step is redone next time.
 			if serr := e.save(c, st); serr != nil {
@@ -163,6 +171,19 @@ func (e *Engine) finish(ctx context.Context, c *config.Certificate, st *State) O
 	}
 	if txn.Kind != KindPrune {
 		e.schedule(ctx, c, st, true)
+	}
+	if c.KeepSets > 0 && txn.NewSet != "" {
+		// The archive grew: cut it back to keep_sets, never removing the
+		// live set or the one a rollback would switch back to. A failure
+		// here leaves sets behind, nothing worse; the transaction is done.
+		removed, err := e.st.PruneSets(c.Name, c.KeepSets, st.LiveSet, txn.PrevSet, txn.NewSet)
+		st.forgetSets(removed)
+		if len(removed) > 0 {
+			e.rep.Progress(c.Name, "archive", fmt.Sprintf("removed set(s) %s (keep_sets = %d)", strings.Join(removed, ", "), c.KeepSets))
+		}
+		if err != nil {
+			e.log.Warn("cannot prune the archive", "cert", c.Name, "keep_sets", c.KeepSets, "err", err)
+		}
 	}
 	if err := e.save(c, st); err != nil {
 		return Outcome{Name: c.Name, Action: "failed", Err: err}
@@ -639,7 +660,7 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 	if err := e.removeChallenges(ctx, c, st); err != nil {
 		return err
 	}
-	req := acme.Request{Domains: c.Domains, Key: key, Profile: c.Profile, Solver: e.solver(c, st)}
+	req := acme.Request{Domains: c.Domains, Key: key, Profile: c.Profile, PreferredChain: c.PreferredChain, Solver: e.solver(c, st)}
 	// "replaces" only to the CA that issued the live certificate: another
 	// refuses the order. (When the issuer is not recorded, the client
 	// orders again without it if the CA refuses.)

@@ -86,6 +86,8 @@ func (c *cli) report(outcomes []rollover.Outcome) int {
 		case o.Err != nil:
 			c.printError(o.Err)
 			code = 1
+		case o.Action == "waiting" && o.ResumeAt.IsZero():
+			fmt.Fprintf(c.stdout, "%s: waiting for you: %s\n", o.Name, o.Detail)
 		case o.Action == "waiting":
 			fmt.Fprintf(c.stdout, "%s: waiting: %s\n", o.Name, o.Detail)
 			fmt.Fprintf(c.stdout, "%s: state saved; run daneroll renew again after %s\n", o.Name, o.ResumeAt.Local().Format(time.RFC3339))
