@@ -106,6 +106,8 @@ type Config struct {
 	DNS          DNS                `toml:"dns"`
 	Certificates []*Certificate     `toml:"certificate"`
 	Services     map[string]Service `toml:"service"`
+	Metrics      Metrics            `toml:"metrics"`
+	Notify       Notify             `toml:"notify"`
 
 	// Warnings are problems that do not stop daneroll but that the
 	// operator should see, each with its file and line.
@@ -229,6 +231,46 @@ type Service struct {
 	// Probe lists endpoints (smtp://host:25, imaps://host:993, …) whose
 	// served chain must match after a deploy.
 	Probe []string `toml:"probe"`
+}
+
+// Metrics configures the Prometheus text file written after every renew,
+// status and check.
+type Metrics struct {
+	// Textfile is the file node_exporter's textfile collector reads; ""
+	// writes none.
+	Textfile string `toml:"textfile"`
+}
+
+// Notify configures the command run after a run that needs a person.
+type Notify struct {
+	// Command is an argv, run without a shell, with a JSON summary on
+	// stdin and a subject in DANEROLL_SUBJECT; empty runs nothing.
+	Command []string `toml:"command"`
+	Timeout Duration `toml:"timeout"`
+	// StuckAfter is how long a transaction may stay pending beyond its
+	// planned waits before it counts as stuck.
+	StuckAfter Duration `toml:"stuck_after"`
+}
+
+// DefaultStuckAfter is Notify.StuckAfter unless set.
+const DefaultStuckAfter = 24 * time.Hour
+
+// SecretEnvs names the environment variables the configuration reads
+// secrets from: the commands daneroll runs get its environment without
+// them.
+func (c *Config) SecretEnvs() []string {
+	var names []string
+	if c.ACME.EABHMACKeyEnv != "" {
+		names = append(names, c.ACME.EABHMACKeyEnv)
+	}
+	for _, p := range c.DNS.Publishers {
+		for _, n := range []string{p.APITokenEnv, p.TSIGSecretEnv} {
+			if n != "" {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
 }
 
 // Certificate returns the certificate called name, or nil.

@@ -87,6 +87,34 @@ func (v *validator) run() {
 	v.services()
 	v.certificates()
 	v.probesAndHolds()
+	v.monitoring()
+}
+
+// monitoring checks [metrics] and [notify].
+func (v *validator) monitoring() {
+	m := &v.cfg.Metrics
+	if m.Textfile != "" {
+		m.Textfile = v.abs(m.Textfile)
+		if fi, err := os.Stat(filepath.Dir(m.Textfile)); err != nil || !fi.IsDir() {
+			v.warn("metrics.textfile", "create it, or point textfile at node_exporter's --collector.textfile.directory",
+				"metrics.textfile: the directory %s does not exist: no metrics are written until it does", filepath.Dir(m.Textfile))
+		}
+	}
+	n := &v.cfg.Notify
+	if len(n.Command) > 0 {
+		if strings.TrimSpace(n.Command[0]) == "" {
+			v.fail("notify.command", "", "notify.command: empty command")
+		} else if len(n.Command) == 1 && strings.ContainsAny(n.Command[0], " \t") {
+			v.fail("notify.command", fmt.Sprintf("write it as an array: command = %s", argvHint(n.Command[0])),
+				"notify.command: %q is one word with spaces; commands are never split on spaces", n.Command[0])
+		}
+	}
+	if n.Timeout.Duration == 0 {
+		n.Timeout.Duration = time.Minute
+	}
+	if n.StuckAfter.Duration == 0 {
+		n.StuckAfter.Duration = DefaultStuckAfter
+	}
 }
 
 func (v *validator) acme() {

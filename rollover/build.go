@@ -119,7 +119,7 @@ func BuildWithStore(cfg *config.Config, st *store.Store, w Wiring) (*Engine, err
 			// Reload commands get daneroll's environment without the
 			// secrets it read from there.
 			return services.Reload(ctx, argv, services.ReloadOptions{Timeout: timeout, Logger: log,
-				Env: services.EnvWithout(os.Environ(), secretEnvs(cfg)...)})
+				Env: services.EnvWithout(os.Environ(), cfg.SecretEnvs()...)})
 		},
 		LookupTLSA: func(ctx context.Context, owner string) (*dane.Lookup, error) {
 			resolver, err := resolverOf(cfg)
@@ -239,19 +239,3 @@ func resolverOf(cfg *config.Config) (string, error) {
 	return dane.SystemResolver()
 }
 
-// secretEnvs names the environment variables the configuration reads
-// secrets from.
-func secretEnvs(cfg *config.Config) []string {
-	var names []string
-	if cfg.ACME.EABHMACKeyEnv != "" {
-		names = append(names, cfg.ACME.EABHMACKeyEnv)
-	}
-	for _, p := range cfg.DNS.Publishers {
-		for _, n := range []string{p.APITokenEnv, p.TSIGSecretEnv} {
-			if n != "" {
-				names = append(names, n)
-			}
-		}
-	}
-	return names
-}

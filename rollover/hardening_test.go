@@ -320,3 +320,42 @@ func TestFirstIssuanceWithServicesNotRunningYet(t *testing.T) {
 		t.Error("the service does not serve the issued key")
 	}
 }
+
+// status says what needs a person: a served key whose record some
+// authoritative servers lack, a certificate in its renewal window whose
+// last attempt failed.
+func TestStatusAttention(t *testing.T) {
+	w := newWorld(t, worldOptions{policy: "reuse"})
+	e := w.engine(nil)
+	w.mustRenew(e, RenewOptions{}, "issued")
+	st := w.state()
+	ctx := context.Background()
+	ss, err := e.Status(ctx, nil)
+	if err != nil || len(ss[0].Attention) != 0 {
+		t.Fatalf("attention right after issuance: %v %v", ss[0].Attention, err)
+	}
+	w.dns.Freeze(2)
+	ours := w.owner() + " 1 IN TLSA 3 1 1 " + st.Current
+	if err := w.dns.Update(func(z *dnstest.Zone) error {
+		rr, _ := dns.NewRR(ours)
+		z.Remove(rr)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.LastFailure = "renew: obtain: the CA answered 500"
+	st.Renewal.At = time.Now().Add(-time.Hour)
+	if err := w.store.WriteJSON(store.JournalPath("mail"), st); err != nil {
+		t.Fatal(err)
+	}
+	ss, err = w.engine(nil).Status(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(ss[0].Attention, "\n")
+	for _, want := range []string{"is visible on 1 of 3 authoritative servers", "inside its renewal window since", "the CA answered 500"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("attention %q lacks %q", text, want)
+		}
+	}
+}

@@ -35,6 +35,11 @@ type CertStatus struct {
 
 	Pending     *PendingStatus `json:"pending,omitempty"`
 	LastFailure string         `json:"last_failure,omitempty"`
+	// Attention says what needs a person; status exits 2 when any
+	// certificate has some. Stuck is set when one of them is a
+	// transaction pending longer than its planned waits explain.
+	Attention []string `json:"attention,omitempty"`
+	Stuck     bool     `json:"stuck,omitempty"`
 
 	TLSA []OwnerStatus `json:"tlsa,omitempty"`
 	// Former are owner names the certificate once published at and the
@@ -87,18 +92,30 @@ type RecordStatus struct {
 	Record  string `json:"record"`
 	Key     string `json:"key"` // "current", "next", "served"
 	Visible int    `json:"visible"`
+	// Served is set for the records of the key being served.
+	Served bool `json:"served,omitempty"`
 }
 
 // Status reports on the selected certificates without changing anything
 // and without the lock.
 func (e *Engine) Status(ctx context.Context, names []string) ([]CertStatus, error) {
+	return e.statuses(ctx, names, true)
+}
+
+// Snapshot is Status from the state directory alone: it asks no server,
+// so it says nothing of the TLSA records (for metrics after a renewal).
+func (e *Engine) Snapshot(ctx context.Context, names []string) ([]CertStatus, error) {
+	return e.statuses(ctx, names, false)
+}
+
+func (e *Engine) statuses(ctx context.Context, names []string, withDNS bool) ([]CertStatus, error) {
 	certs, err := e.select_(names)
 	if err != nil {
 		return nil, err
 	}
 	var out []CertStatus
 	for _, c := range certs {
-		s, err := e.status(ctx, c)
+		s, err := e.status(ctx, c, withDNS)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +124,7 @@ func (e *Engine) Status(ctx context.Context, names []string) ([]CertStatus, erro
 	return out, nil
 }
 
-func (e *Engine) status(ctx context.Context, c *config.Certificate) (CertStatus, error) {
+func (e *Engine) status(ctx context.Context, c *config.Certificate, withDNS bool) (CertStatus, error) {
 	st, err := e.load(c)
 	if err != nil {
 		return CertStatus{}, err
@@ -139,11 +156,55 @@ func (e *Engine) status(ctx context.Context, c *config.Certificate) (CertStatus,
 		cs.Pending = &PendingStatus{Kind: st.Txn.Kind, Step: st.Txn.Step, Reason: st.Txn.Reason, Started: st.Txn.Started,
 			Error: st.Txn.Error, ErrorAt: st.Txn.ErrorAt}
 	}
-	if len(c.TLSA) > 0 {
-		cs.TLSA, cs.Warnings = e.tlsaStatus(ctx, c, st)
+	if withDNS {
+		if len(c.TLSA) > 0 {
+			cs.TLSA, cs.Warnings = e.tlsaStatus(ctx, c, st)
+		}
+		cs.Former = e.formerStatus(ctx, c, st)
 	}
-	cs.Former = e.formerStatus(ctx, c, st)
+	cs.Attention = e.attention(c, st, &cs)
 	return cs, nil
+}
+
+// attention lists what needs a person, which makes `daneroll status` exit
+// 2: a served key whose record some authoritative server lacks, a
+// certificate inside its renewal window whose last attempt failed, a
+// transaction pending longer than its planned waits explain.
+func (e *Engine) attention(c *config.Certificate, st *State, cs *CertStatus) []string {
+	now := e.clock.Now()
+	var out []string
+	for _, o := range cs.TLSA {
+		for _, r := range o.Records {
+			if r.Served && o.Servers > 0 && r.Visible < o.Servers {
+				out = append(out, fmt.Sprintf("the served key's record %s is visible on %d of %d authoritative servers",
+					r.Record, r.Visible, o.Servers))
+			}
+		}
+	}
+	failure := cs.LastFailure
+	if cs.Pending != nil && cs.Pending.Error != "" {
+		failure = cs.Pending.Error
+	}
+	if failure != "" && !cs.RenewAt.IsZero() && !now.Before(cs.RenewAt) {
+		out = append(out, "inside its renewal window since "+cs.RenewAt.UTC().Format(time.RFC3339)+", and the last attempt failed: "+failure)
+	}
+	if t := st.Txn; t != nil {
+		planned := false
+		if t.Step == StepHold {
+			if until, ok := e.safeAt(c, st, t.Target); ok && now.Before(until) {
+				planned = true // a hold, bounded by max_hold
+			}
+		}
+		if age := now.Sub(t.Started); !planned && age > e.cfg.Notify.StuckAfter.Duration {
+			cs.Stuck = true
+			out = append(out, fmt.Sprintf("a %s transaction has been pending at step %s for %s (stuck_after %s)",
+				t.Kind, t.Step, age.Round(time.Minute), config.FormatDuration(e.cfg.Notify.StuckAfter.Duration)))
+		}
+	}
+	if !cs.NotAfter.IsZero() && !now.Before(cs.NotAfter) {
+		out = append(out, "the live certificate has expired")
+	}
+	return out
 }
 
 func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *State) ([]OwnerStatus, []string) {
@@ -194,6 +255,7 @@ func (e *Engine) tlsaStatus(ctx context.Context, c *config.Certificate, st *Stat
 			for _, k := range wantedKeys {
 				if dane.MatchesSPKI(rr, k.SPKI) {
 					rs.Key = role[k.ID]
+					rs.Served = k.ID == st.servedKey()
 				}
 			}
 			if zr != nil {

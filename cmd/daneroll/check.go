@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/rollover"
@@ -27,6 +28,7 @@ func (c *cli) check(ctx context.Context, args []string) int {
 			return 2
 		}
 	}
+	start := time.Now()
 	results, err := rollover.Check(ctx, cfg, targets, rollover.CheckOptions{Resolver: *resolver})
 	if err != nil {
 		c.printError(err)
@@ -41,6 +43,7 @@ func (c *cli) check(ctx context.Context, args []string) int {
 			code = max(code, 1)
 		}
 	}
+	c.afterRun(ctx, cfg, nil, rollover.Run{Command: "check", Took: time.Since(start), OK: code == 0, At: time.Now()}, nil)
 	if *asJSON {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"time"
 
+	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/rollover"
 )
 
@@ -16,14 +18,16 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 	if code >= 0 {
 		return code
 	}
+	start := time.Now()
 	var (
 		eng *rollover.Engine
+		cfg *config.Config
 		err error
 	)
 	if opts.DryRun {
-		eng, err = c.lookingEngineReporting()
+		eng, cfg, err = c.lookingEngineReporting()
 	} else {
-		eng, err = c.engine()
+		eng, cfg, err = c.engine()
 	}
 	if err != nil {
 		return c.fail(err)
@@ -32,5 +36,9 @@ func (c *cli) prune(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(lockHint(err))
 	}
-	return c.report(outcomes)
+	code = c.report(outcomes)
+	if !opts.DryRun {
+		c.afterRun(ctx, cfg, eng, rollover.Run{Command: "prune", Took: time.Since(start), OK: code == 0, At: time.Now(), Outcomes: outcomes}, names)
+	}
+	return code
 }

@@ -30,6 +30,7 @@ func (c *cli) renew(ctx context.Context, args []string) int {
 	if code >= 0 {
 		return code
 	}
+	start := time.Now()
 	cfg, err := c.loadConfig()
 	if err != nil {
 		return c.fail(err)
@@ -52,7 +53,11 @@ func (c *cli) renew(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(lockHint(err))
 	}
-	return c.report(outcomes)
+	code = c.report(outcomes)
+	if !opts.DryRun {
+		c.afterRun(ctx, cfg, eng, rollover.Run{Command: "renew", Took: time.Since(start), OK: code == 0, At: time.Now(), Outcomes: outcomes}, names)
+	}
+	return code
 }
 
 func (c *cli) rekey(ctx context.Context, args []string) int {
@@ -67,7 +72,8 @@ func (c *cli) rekey(ctx context.Context, args []string) int {
 	if len(names) != 1 {
 		return c.usageError("rekey takes exactly one certificate name")
 	}
-	eng, err := c.engine()
+	start := time.Now()
+	eng, cfg, err := c.engine()
 	if err != nil {
 		return c.fail(err)
 	}
@@ -75,7 +81,9 @@ func (c *cli) rekey(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(lockHint(err))
 	}
-	return c.report([]rollover.Outcome{out})
+	code = c.report([]rollover.Outcome{out})
+	c.afterRun(ctx, cfg, eng, rollover.Run{Command: "rekey", Took: time.Since(start), OK: code == 0, At: time.Now(), Outcomes: []rollover.Outcome{out}}, names)
+	return code
 }
 
 // report prints one line per certificate and returns the exit code.
@@ -109,16 +117,17 @@ func lockHint(err error) error {
 }
 
 // engine builds the renewal engine from the configuration.
-func (c *cli) engine() (*rollover.Engine, error) {
+func (c *cli) engine() (*rollover.Engine, *config.Config, error) {
 	cfg, err := c.loadConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c.engineWith(cfg, st)
+	eng, err := c.engineWith(cfg, st)
+	return eng, cfg, err
 }
 
 func (c *cli) engineWith(cfg *config.Config, st *store.Store) (*rollover.Engine, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/dane"
 	"github.com/daneroll/daneroll/rollover"
 	"github.com/daneroll/daneroll/store"
@@ -23,7 +24,8 @@ func (c *cli) status(ctx context.Context, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	eng, err := c.lookingEngine()
+	start := time.Now()
+	eng, cfg, err := c.lookingEngine()
 	if err != nil {
 		return c.fail(err)
 	}
@@ -31,13 +33,21 @@ func (c *cli) status(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
+	// Exit 2 when something needs a person (see the README).
+	code = 0
+	for _, s := range all {
+		if len(s.Attention) > 0 {
+			code = 2
+		}
+	}
+	c.afterRun(ctx, cfg, eng, rollover.Run{Command: "status", Took: time.Since(start), OK: true, At: time.Now(), Statuses: all, WithDNS: true}, names)
 	if *asJSON {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(all); err != nil {
 			return c.fail(err)
 		}
-		return 0
+		return code
 	}
 	for i, s := range all {
 		if i > 0 {
@@ -45,31 +55,32 @@ func (c *cli) status(ctx context.Context, args []string) int {
 		}
 		printStatus(c, s)
 	}
-	return 0
+	return code
 }
 
 // lookingEngine is an engine for commands that only look: it creates no
 // state directory and takes no lock.
-func (c *cli) lookingEngine() (*rollover.Engine, error) {
+func (c *cli) lookingEngine() (*rollover.Engine, *config.Config, error) {
 	return c.lookingEngineWith(rollover.Wiring{Logger: c.log, Version: version()})
 }
 
 // lookingEngineReporting is lookingEngine with progress lines on stdout,
 // for dry runs that say what they would do.
-func (c *cli) lookingEngineReporting() (*rollover.Engine, error) {
+func (c *cli) lookingEngineReporting() (*rollover.Engine, *config.Config, error) {
 	return c.lookingEngineWith(rollover.Wiring{Logger: c.log, Version: version(), Reporter: newReporter(c.stdout)})
 }
 
-func (c *cli) lookingEngineWith(w rollover.Wiring) (*rollover.Engine, error) {
+func (c *cli) lookingEngineWith(w rollover.Wiring) (*rollover.Engine, *config.Config, error) {
 	cfg, err := c.loadConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := store.OpenReadOnly(cfg.StateDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return rollover.BuildWithStore(cfg, st, w)
+	eng, err := rollover.BuildWithStore(cfg, st, w)
+	return eng, cfg, err
 }
 
 func printStatus(c *cli, s rollover.CertStatus) {
@@ -135,6 +146,7 @@ func printStatus(c *cli, s rollover.CertStatus) {
 	for _, w := range s.Warnings {
 		row("warning", oneLine(w))
 	}
+	printAttention(row, s)
 	tw.Flush()
 }
 
@@ -179,7 +191,7 @@ func (c *cli) tlsa(ctx context.Context, args []string) int {
 		}
 		return c.tlsaForFile(*certFile, *usage, *selector, *matching, *owner)
 	}
-	eng, err := c.lookingEngine()
+	eng, _, err := c.lookingEngine()
 	if err != nil {
 		return c.fail(err)
 	}
@@ -253,5 +265,11 @@ func staleRows(row func(k, v string), o rollover.OwnerStatus) {
 	}
 	if o.Error != "" {
 		row("", "  error: "+oneLine(o.Error))
+	}
+}
+
+func printAttention(row func(k, v string), s rollover.CertStatus) {
+	for _, a := range s.Attention {
+		row("ATTENTION", oneLine(a))
 	}
 }
