@@ -238,4 +238,3 @@ func resolverOf(cfg *config.Config) (string, error) {
 	}
 	return dane.SystemResolver()
 }
-

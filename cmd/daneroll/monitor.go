@@ -74,7 +74,6 @@ func summary(run rollover.Run) *notify.Summary {
 	return s
 }
 
-
 // warn prints a problem that does not change the exit code.
 func (c *cli) warn(err error) {
 	fmt.Fprintf(c.stderr, "daneroll: warning: %s\n", err)
