@@ -66,3 +66,35 @@ func TestUnitsRunRenew(t *testing.T) {
 		t.Errorf("cron line: %s", cron)
 	}
 }
+
+// TestMailNotifier runs dist/notify/daneroll-mail as daneroll would, with a
+// sendmail that keeps what it is given.
+func TestMailNotifier(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "sendmail")
+	got := filepath.Join(dir, "mail")
+	script := "#!/bin/sh\n{ printf 'args:%s\\n' \"$*\"; cat; } > " + got + "\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join("notify", "daneroll-mail"), "hostmaster@example.org")
+	cmd.Env = append(os.Environ(), "SENDMAIL="+fake, "DANEROLL_SUBJECT=daneroll renew on mx1: mail failed\r\nBcc: x@evil.example")
+	cmd.Stdin = strings.NewReader(`{"host": "mx1"}` + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("daneroll-mail: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mail := string(data)
+	for _, want := range []string{"args:-oi -- hostmaster@example.org\n", "To: hostmaster@example.org\n",
+		"Subject: daneroll renew on mx1: mail failedBcc: x@evil.example\n", "\n\n{\"host\": \"mx1\"}\n"} {
+		if !strings.Contains(mail, want) {
+			t.Errorf("mail lacks %q:\n%s", want, mail)
+		}
+	}
+	if strings.Contains(mail, "\nBcc:") {
+		t.Errorf("a newline in the subject made a header:\n%s", mail)
+	}
+}
