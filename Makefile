@@ -1,16 +1,21 @@
 GO ?= go
 
-.PHONY: build test test-short demo bench fuzz lint clean
+.PHONY: build test test-deps test-short demo bench fuzz lint clean
 
 # -buildvcs=auto: the VCS revision goes into the binary (daneroll version)
 # even where GOFLAGS turns it off.
 build:
 	$(GO) build -buildvcs=auto -o bin/daneroll ./cmd/daneroll
 
-# Everything, real servers included (BIND 9, unbound, postfix: see .ci/run).
-# Tests that need a missing daemon fail here instead of skipping.
-test:
+# Everything, real servers included (BIND 9, unbound, postfix, certbot…).
+# scripts/test-deps installs what is missing (as root; otherwise it names the
+# Debian packages), and tests that need a missing program fail here instead
+# of skipping.
+test: test-deps
 	DANEROLL_REQUIRE_RIG=1 $(GO) test -count=1 -timeout 60m ./...
+
+test-deps:
+	./scripts/test-deps
 
 # The fast loop: no Pebble, no BIND, no postfix.
 test-short:
