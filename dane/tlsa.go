@@ -212,6 +212,11 @@ func ParseZoneLine(line string) (owner string, ttl uint32, t TLSA, err error) {
 			return fail("owner %q is not ASCII: write an international name in its xn-- form", owner)
 		}
 	}
+	// Escapes (\. \065) do not occur in the names TLSA records live at,
+	// and a trailing "\" would make the root dot part of a label.
+	if strings.ContainsRune(owner, '\\') {
+		return fail("owner %q holds a backslash escape: write the name plainly", owner)
+	}
 	owner = strings.ToLower(dns.Fqdn(owner))
 	i := 1
 	for seenTTL, seenClass := false, false; i < len(f); i++ {
