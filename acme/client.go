@@ -120,6 +120,7 @@ func decodeMACKey(s string) ([]byte, error) {
 // Client talks to one ACME server with one account.
 type Client struct {
 	lego    *lego.Client
+	config  *lego.Config // for the client each order gets
 	account *account
 	log     *slog.Logger
 	dir     string
@@ -170,7 +171,7 @@ func NewClient(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("acme: directory %s: %w", opts.Directory, unwrapURL(err))
 	}
-	c := &Client{lego: lc, account: acct, log: log, dir: opts.Directory, preferredChain: opts.PreferredChain}
+	c := &Client{lego: lc, config: cfg, account: acct, log: log, dir: opts.Directory, preferredChain: opts.PreferredChain}
 	if acct.Registration == nil {
 		if !opts.AcceptTOS {
 			return nil, &TOSError{URL: lc.GetServerMetadata().TermsOfService}

@@ -16,6 +16,7 @@ import (
 	"github.com/go-acme/lego/v5/challenge/dns01"
 	"github.com/go-acme/lego/v5/challenge/http01"
 	"github.com/go-acme/lego/v5/challenge/tlsalpn01"
+	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/providers/http/webroot"
 )
 
@@ -66,10 +67,15 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 	if req.Key == nil {
 		return nil, errors.New("acme: obtain: no key")
 	}
-	if err := c.setSolver(req.Solver); err != nil {
+	// Each order has a lego client of its own: the challenge solvers are
+	// the client's, and orders for different certificates run at once.
+	lc, err := lego.NewClient(c.config)
+	if err != nil {
+		return nil, fmt.Errorf("acme: directory %s: %w", c.dir, unwrapURL(err))
+	}
+	if err := setSolver(lc, req.Solver); err != nil {
 		return nil, err
 	}
-	defer c.lego.Challenge.ResetSolvers()
 	chain := req.PreferredChain
 	if chain == "" {
 		chain = c.preferredChain
@@ -90,7 +96,7 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 	// When an earlier run got as far as the CA but not as far as saving
 	// the result, the old certificate is already replaced: lego then orders
 	// again without "replaces" (RFC 9773 §5), which is what we want.
-	res, err := c.lego.Certificate.Obtain(ctx, or)
+	res, err := lc.Certificate.Obtain(ctx, or)
 	if err != nil && or.ReplacesCertID != "" && refusedOrder(err) {
 		// The CA refused the new order itself, before any challenge: a
 		// CA that does not know the replaced certificate (issued by
@@ -99,7 +105,7 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 		// rate-limit exemption "replaces" buys.
 		c.log.Warn("the CA refused the order naming the certificate it replaces; ordering once more without", "err", describe(err))
 		or.ReplacesCertID = ""
-		res, err = c.lego.Certificate.Obtain(ctx, or)
+		res, err = lc.Certificate.Obtain(ctx, or)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("acme: order for %v: %w", req.Domains, describe(err))
@@ -129,8 +135,7 @@ func refusedOrder(err error) bool {
 	return ok && pd.Type != legoacme.RateLimitedErrorType
 }
 
-func (c *Client) setSolver(s Solver) error {
-	c.lego.Challenge.ResetSolvers()
+func setSolver(lc *lego.Client, s Solver) error {
 	switch s.Challenge {
 	case "http-01":
 		if s.HTTP01Webroot != "" {
@@ -138,19 +143,19 @@ func (c *Client) setSolver(s Solver) error {
 			if err != nil {
 				return fmt.Errorf("acme: http-01 webroot: %w", err)
 			}
-			return c.lego.Challenge.SetHTTP01Provider(p)
+			return lc.Challenge.SetHTTP01Provider(p)
 		}
 		host, port, err := net.SplitHostPort(s.HTTP01Listen)
 		if err != nil {
 			return fmt.Errorf("acme: http01_listen: %w", err)
 		}
-		return c.lego.Challenge.SetHTTP01Provider(http01.NewProviderServer(host, port))
+		return lc.Challenge.SetHTTP01Provider(http01.NewProviderServer(host, port))
 	case "tls-alpn-01":
 		host, port, err := net.SplitHostPort(s.TLSALPN01Listen)
 		if err != nil {
 			return fmt.Errorf("acme: tls_alpn01_listen: %w", err)
 		}
-		return c.lego.Challenge.SetTLSALPN01Provider(tlsalpn01.NewProviderServer(host, port))
+		return lc.Challenge.SetTLSALPN01Provider(tlsalpn01.NewProviderServer(host, port))
 	case "dns-01":
 		if s.DNS01 == nil {
 			return errors.New("acme: dns-01 without a publisher")
@@ -158,7 +163,7 @@ func (c *Client) setSolver(s Solver) error {
 		// The provider confirms on every authoritative server before it
 		// returns; lego's own propagation check (which asks resolvers on
 		// port 53) would only add a second, weaker wait.
-		return c.lego.Challenge.SetDNS01Provider(dnsProvider{s.DNS01},
+		return lc.Challenge.SetDNS01Provider(dnsProvider{s.DNS01},
 			dns01.WrapPreCheck(func(context.Context, string, string, string, dns01.PreCheckFunc) (bool, error) {
 				return true, nil
 			}))

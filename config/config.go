@@ -101,7 +101,10 @@ type Config struct {
 	// File is the path the configuration was read from.
 	File string `toml:"-"`
 
-	StateDir     string             `toml:"state_dir"`
+	StateDir string `toml:"state_dir"`
+	// Concurrency is how many certificates do work at once (waits do not
+	// count).
+	Concurrency  int                `toml:"concurrency"`
 	ACME         ACME               `toml:"acme"`
 	DNS          DNS                `toml:"dns"`
 	Certificates []*Certificate     `toml:"certificate"`
@@ -251,6 +254,10 @@ type Notify struct {
 	// planned waits before it counts as stuck.
 	StuckAfter Duration `toml:"stuck_after"`
 }
+
+// DefaultConcurrency is Concurrency unless set: enough to overlap the
+// network round trips of a few orders, few enough for any CA's limits.
+const DefaultConcurrency = 4
 
 // DefaultStuckAfter is Notify.StuckAfter unless set.
 const DefaultStuckAfter = 24 * time.Hour

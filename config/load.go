@@ -198,7 +198,7 @@ func visible(s string) string {
 
 // known lists the keys of each table, for "did you mean" hints.
 var known = map[string][]string{
-	"":                {"state_dir", "acme", "dns", "certificate", "service", "metrics", "notify"},
+	"":                {"state_dir", "concurrency", "acme", "dns", "certificate", "service", "metrics", "notify"},
 	"metrics":         {"textfile"},
 	"notify":          {"command", "timeout", "stuck_after"},
 	"acme":            {"directory", "email", "accept_tos", "ca_roots", "profile", "key_type", "renew_before", "eab_kid", "eab_hmac_key_file", "eab_hmac_key_env", "preferred_chain"},

@@ -82,6 +82,12 @@ func (v *validator) run() {
 		c.StateDir = DefaultState
 	}
 	c.StateDir = v.abs(c.StateDir)
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Concurrency < 1 || c.Concurrency > 64 {
+		v.fail("concurrency", "", "concurrency: %d is outside 1 to 64", c.Concurrency)
+	}
 	v.acme()
 	v.dns()
 	v.services()

@@ -126,10 +126,22 @@ type Engine struct {
 	clock Clock
 	rep   Reporter
 
-	acme ACMEClient // made on first use
+	acmeMu sync.Mutex // guards acme
+	acme   ACMEClient // made on first use
 	// lookOnly is set for dry runs: nothing may be written, not even an
-	// ACME account, so the CA is not asked at all.
+	// ACME account, so the CA is not asked at all. Set before a run's
+	// goroutines start.
 	lookOnly bool
+
+	// work bounds the certificates doing work at once (network, CA,
+	// files); a certificate that waits (a hold) gives its place up.
+	work chan struct{}
+
+	listenersMu sync.Mutex // guards listeners
+	// listeners serializes the orders whose challenges are answered by a
+	// standalone server on the same address (http01_listen,
+	// tls_alpn01_listen): only one can listen at a time.
+	listeners map[string]*sync.Mutex
 
 	// mu guards a certificate's State and its journal write while lego
 	// calls back (dns-01 records) from its own goroutines.
@@ -157,7 +169,65 @@ func New(opts Options) *Engine {
 	if e.rep == nil {
 		e.rep = quietReporter{}
 	}
+	n := DefaultConcurrency
+	if e.cfg != nil && e.cfg.Concurrency > 0 {
+		n = e.cfg.Concurrency
+	}
+	e.work = make(chan struct{}, n)
 	return e
+}
+
+// DefaultConcurrency is how many certificates work at once when the
+// configuration does not say.
+const DefaultConcurrency = config.DefaultConcurrency
+
+// busy waits for a place among the certificates doing work and returns the
+// function that gives it up.
+func (e *Engine) busy(ctx context.Context) (func(), error) {
+	select {
+	case e.work <- struct{}{}:
+		return func() { <-e.work }, nil
+	case <-ctx.Done():
+		return func() {}, ctx.Err()
+	}
+}
+
+// each runs fn for every certificate, several at a time, and returns the
+// outcomes in the certificates' order. Each certificate is done under its
+// own lock, so that two runs never work on the same one.
+func (e *Engine) each(ctx context.Context, certs []*config.Certificate, lock bool, fn func(context.Context, *config.Certificate) Outcome) []Outcome {
+	out := make([]Outcome, len(certs))
+	var wg sync.WaitGroup
+	for i, c := range certs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if lock {
+				l, err := e.st.LockCert(c.Name)
+				if err != nil {
+					out[i] = Outcome{Name: c.Name, Action: "failed", Err: err}
+					return
+				}
+				defer l.Unlock()
+			}
+			out[i] = fn(ctx, c)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// listener returns the lock of a standalone challenge server's address.
+func (e *Engine) listener(addr string) *sync.Mutex {
+	e.listenersMu.Lock()
+	defer e.listenersMu.Unlock()
+	if e.listeners == nil {
+		e.listeners = map[string]*sync.Mutex{}
+	}
+	if e.listeners[addr] == nil {
+		e.listeners[addr] = &sync.Mutex{}
+	}
+	return e.listeners[addr]
 }
 
 type quietReporter struct{}
@@ -200,25 +270,23 @@ func (e *Engine) Renew(ctx context.Context, names []string, opts RenewOptions) (
 	if opts.DryRun {
 		e.lookOnly = true
 		defer func() { e.lookOnly = false }()
-		var out []Outcome
-		for _, c := range certs {
-			out = append(out, e.dryRun(ctx, c, opts))
-		}
-		return out, nil
+		return e.each(ctx, certs, false, func(ctx context.Context, c *config.Certificate) Outcome {
+			release, err := e.busy(ctx)
+			defer release()
+			if err != nil {
+				return Outcome{Name: c.Name, Action: "failed", Err: err}
+			}
+			return e.dryRun(ctx, c, opts)
+		}), nil
 	}
-	lock, err := e.st.Lock()
+	lock, err := e.st.LockShared()
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	var out []Outcome
-	for _, c := range certs {
-		out = append(out, e.runOne(ctx, c, opts, ""))
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return out, nil
+	return e.each(ctx, certs, true, func(ctx context.Context, c *config.Certificate) Outcome {
+		return e.runOne(ctx, c, opts, "")
+	}), nil
 }
 
 // Rekey starts a key rollover for one certificate now. With emergency the
@@ -230,11 +298,16 @@ func (e *Engine) Rekey(ctx context.Context, name string, emergency bool, opts Re
 		return Outcome{}, err
 	}
 	c := certs[0]
-	lock, err := e.st.Lock()
+	lock, err := e.st.LockShared()
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer lock.Unlock()
+	clock, err := e.st.LockCert(c.Name)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer clock.Unlock()
 	st, err := e.load(c)
 	if err != nil {
 		return Outcome{}, err
@@ -434,6 +507,8 @@ func (e *Engine) unchanged(name string, st *State) bool {
 }
 
 func (e *Engine) acmeClient(ctx context.Context) (ACMEClient, error) {
+	e.acmeMu.Lock()
+	defer e.acmeMu.Unlock()
 	if e.acme != nil {
 		return e.acme, nil
 	}

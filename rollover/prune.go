@@ -212,24 +212,35 @@ func (e *Engine) Prune(ctx context.Context, names []string, opts PruneOptions) (
 		return nil, err
 	}
 	if !opts.DryRun {
-		lock, err := e.st.Lock()
+		lock, err := e.st.LockShared()
 		if err != nil {
 			return nil, err
 		}
 		defer lock.Unlock()
 	}
-	var out []Outcome
-	for _, c := range certs {
-		out = append(out, e.pruneOne(ctx, c, opts))
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return out, nil
+	return e.each(ctx, certs, !opts.DryRun, func(ctx context.Context, c *config.Certificate) Outcome {
+		return e.pruneOne(ctx, c, opts)
+	}), nil
 }
 
 func (e *Engine) pruneOne(ctx context.Context, c *config.Certificate, opts PruneOptions) Outcome {
 	fail := func(err error) Outcome { return Outcome{Name: c.Name, Action: "failed", Err: err} }
+	release, err := e.busy(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	released := false
+	defer func() {
+		if !released {
+			release()
+		}
+	}()
+	// The transaction's steps take their own places (see advance).
+	advance := func(st *State) Outcome {
+		release()
+		released = true
+		return e.advance(ctx, c, st, RenewOptions{})
+	}
 	st, err := e.load(c)
 	if err != nil {
 		return fail(err)
@@ -239,7 +250,7 @@ func (e *Engine) pruneOne(ctx context.Context, c *config.Certificate, opts Prune
 	}
 	if st.Txn != nil {
 		e.rep.Progress(c.Name, "resume", fmt.Sprintf("resuming prune at step %s", st.Txn.Step))
-		return e.advance(ctx, c, st, RenewOptions{})
+		return advance(st)
 	}
 	if c.Publisher == "" {
 		return Outcome{Name: c.Name, Action: "nothing", Detail: "no publisher: no records to prune"}
@@ -272,7 +283,7 @@ func (e *Engine) pruneOne(ctx context.Context, c *config.Certificate, opts Prune
 	if err := e.save(c, st); err != nil {
 		return fail(err)
 	}
-	return e.advance(ctx, c, st, RenewOptions{})
+	return advance(st)
 }
 
 // pruneRecords deletes the records a prune planned, and forgets the owners

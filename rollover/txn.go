@@ -69,30 +69,46 @@ func (w *waitError) Unwrap() error { return ErrWaiting }
 
 // runOne decides what a certificate needs and carries it out.
 func (e *Engine) runOne(ctx context.Context, c *config.Certificate, opts RenewOptions, why string) Outcome {
-	st, err := e.load(c)
+	release, err := e.busy(ctx)
 	if err != nil {
 		return Outcome{Name: c.Name, Action: "failed", Err: err}
+	}
+	st, out, ok := e.start(ctx, c, opts)
+	release()
+	if !ok {
+		return out
+	}
+	return e.advance(ctx, c, st, opts)
+}
+
+// start loads the certificate's state and, without a pending transaction,
+// decides what is due and journals it. It reports false with the outcome
+// when there is nothing to advance.
+func (e *Engine) start(ctx context.Context, c *config.Certificate, opts RenewOptions) (*State, Outcome, bool) {
+	st, err := e.load(c)
+	if err != nil {
+		return nil, Outcome{Name: c.Name, Action: "failed", Err: err}, false
 	}
 	if st.Txn == nil {
 		d, err := e.decide(ctx, c, st, opts.Force)
 		if err != nil {
-			return Outcome{Name: c.Name, Action: "failed", Err: err}
+			return nil, Outcome{Name: c.Name, Action: "failed", Err: err}, false
 		}
 		if d.kind == "" {
 			if err := e.save(c, st); err != nil {
-				return Outcome{Name: c.Name, Action: "failed", Err: err}
+				return nil, Outcome{Name: c.Name, Action: "failed", Err: err}, false
 			}
-			return Outcome{Name: c.Name, Action: "nothing", Detail: d.reason}
+			return nil, Outcome{Name: c.Name, Action: "nothing", Detail: d.reason}, false
 		}
 		st.Txn = &Txn{Kind: d.kind, Step: StepPlan, Reason: d.reason, Started: e.clock.Now()}
 		if err := e.save(c, st); err != nil {
-			return Outcome{Name: c.Name, Action: "failed", Err: err}
+			return nil, Outcome{Name: c.Name, Action: "failed", Err: err}, false
 		}
 		e.rep.Progress(c.Name, "start", fmt.Sprintf("%s: %s", d.kind, d.reason))
 	} else {
 		e.rep.Progress(c.Name, "resume", fmt.Sprintf("resuming %s at step %s", st.Txn.Kind, st.Txn.Step))
 	}
-	return e.advance(ctx, c, st, opts)
+	return st, Outcome{}, true
 }
 
 // advance takes steps until the transaction is done, must wait, or fails.
@@ -102,7 +118,7 @@ func (e *Engine) advance(ctx context.Context, c *config.Certificate, st *State, 
 	for st.Txn.Step != StepDone {
 		step := st.Txn.Step
 		start := e.clock.Now()
-		err := e.step(ctx, c, st, opts)
+		err := e.stepAtWork(ctx, c, st, opts)
 		var (
 			w  *waitError
 			bs *bootstrapError
@@ -210,6 +226,21 @@ func short(id string) string {
 		return id[:16] + "…"
 	}
 	return id
+}
+
+// stepAtWork takes the step with a place among the certificates doing
+// work, except a hold: a certificate that waits gives its place to one that
+// works, so that holds overlap whatever the concurrency.
+func (e *Engine) stepAtWork(ctx context.Context, c *config.Certificate, st *State, opts RenewOptions) error {
+	if st.Txn.Step == StepHold {
+		return e.step(ctx, c, st, opts)
+	}
+	release, err := e.busy(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return e.step(ctx, c, st, opts)
 }
 
 // step carries out the transaction's current step.
@@ -669,6 +700,12 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 			req.Replaces, _ = live.Leaf()
 		}
 	}
+	if addr := standaloneAddr(c); addr != "" {
+		// One order at a time may listen there.
+		l := e.listener(addr)
+		l.Lock()
+		defer l.Unlock()
+	}
 	e.rep.Progress(c.Name, "obtain", fmt.Sprintf("ordering a certificate for %s with key %s", strings.Join(c.Domains, ", "), short(txn.Target)))
 	crt, err := client.Obtain(ctx, req)
 	if err != nil {
@@ -687,6 +724,18 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 	e.rep.Progress(c.Name, "obtain", fmt.Sprintf("certificate %x valid until %s, archived as set %s",
 		crt.Leaf.SerialNumber, crt.Leaf.NotAfter.UTC().Format(time.RFC3339), id))
 	return nil
+}
+
+// standaloneAddr is the address the certificate's challenge server listens
+// on, "" when it has none (webroot, dns-01).
+func standaloneAddr(c *config.Certificate) string {
+	switch {
+	case c.Challenge == config.ChallengeHTTP01 && c.HTTP01Webroot == "":
+		return c.HTTP01Listen
+	case c.Challenge == config.ChallengeTLSALPN01:
+		return c.TLSALPN01Listen
+	}
+	return ""
 }
 
 func (e *Engine) solver(c *config.Certificate, st *State) acme.Solver {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,12 +37,37 @@ type Lock struct {
 	f *os.File
 }
 
-// Lock takes the state directory's lock without waiting. A second daneroll
+// Lock takes the state directory's lock exclusively, without waiting: no
+// other daneroll may change anything while it is held. A second daneroll
 // gets a *LockedError naming the holder and must change nothing.
 func (s *Store) Lock() (*Lock, error) {
-	path := s.path("lock")
+	return s.lock("lock", syscall.LOCK_EX)
+}
+
+// LockShared takes the state directory's lock shared with other runs that
+// work certificate by certificate (each certificate under its own LockCert),
+// and excluded by an exclusive Lock.
+func (s *Store) LockShared() (*Lock, error) {
+	return s.lock("lock", syscall.LOCK_SH)
+}
+
+// LockCert takes certificate name's own lock, exclusively and without
+// waiting: two runs may work on different certificates, never on the same
+// one.
+func (s *Store) LockCert(name string) (*Lock, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	if err := s.mkdirs("locks"); err != nil {
+		return nil, err
+	}
+	return s.lock(filepath.Join("locks", name), syscall.LOCK_EX)
+}
+
+func (s *Store) lock(rel string, how int) (*Lock, error) {
+	path := s.path(rel)
 	// Never through a symlink: someone who planted one would have daneroll
-	// truncate whatever it points to.
+	// open whatever it points to.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
@@ -63,7 +89,7 @@ func (s *Store) Lock() (*Lock, error) {
 		f.Close()
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, holder(path, fi)

@@ -155,8 +155,11 @@ func failpoint() func(string) {
 	if !ok || err != nil || n < 1 || (when != "before" && when != "after") {
 		return nil
 	}
+	var mu sync.Mutex // guards count: certificates save at once
 	count := map[string]int{}
 	return func(w string) {
+		mu.Lock()
+		defer mu.Unlock()
 		count[w]++
 		if w == when && count[w] == n {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
