@@ -43,9 +43,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	legoacme "github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/acme/api"
 	"github.com/go-acme/lego/v5/certcrypto"
 	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/registration"
@@ -120,12 +122,16 @@ func decodeMACKey(s string) ([]byte, error) {
 // Client talks to one ACME server with one account.
 type Client struct {
 	lego    *lego.Client
-	config  *lego.Config // for the client each order gets
+	config  *lego.Config // the HTTP client and user agent the orders use
 	account *account
 	log     *slog.Logger
 	dir     string
 	// preferredChain is the chain asked for when a request names none.
 	preferredChain string
+
+	coreMu sync.Mutex // guards core
+	// core runs the orders, concurrently (see order).
+	core *api.Core
 }
 
 // TOSError is returned when a new account would have to accept terms of
