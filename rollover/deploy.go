@@ -64,6 +64,12 @@ func (e *RolledBackError) Unwrap() error { return e.Err }
 // deploy makes the new set live and reloads the services.
 func (e *Engine) deploy(ctx context.Context, c *config.Certificate, st *State) error {
 	txn := st.Txn
+	if txn.NewSet == "" {
+		// A journal of an older daneroll, which ordered after the hold.
+		if err := e.obtain(ctx, c, st); err != nil {
+			return err
+		}
+	}
 	if err := e.st.Switch(c.Name, txn.NewSet); err != nil {
 		return err
 	}

@@ -3,8 +3,10 @@
 // publishing a next key, repairing records) and carries it out as one
 // journaled transaction that drives the acme, dane and services packages:
 //
-//	plan → publish → confirm → hold → obtain → deploy → verify → promote → retire → confirm-retire
+//	plan → publish → confirm → obtain → hold → deploy → verify → promote → retire → confirm-retire
 //
+// The order for a new key runs while its hold does (the hold counts from
+// the confirmation); the certificate is served only once the hold is over.
 // Each step is written to the certificate's journal before it is taken, and
 // every step is idempotent, so a run that is killed at any point is resumed
 // by the next one. The order guarantees that a key is served only after its

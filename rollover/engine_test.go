@@ -33,9 +33,11 @@ func TestReuseIssueRenewKeepsKeyAndTouchesNoDNS(t *testing.T) {
 	if got := w.published(); !slices.Equal(got, []string{st.Current}) {
 		t.Fatalf("published %v, want the current key's 3 1 1 record", got)
 	}
+	// The first key is served only once its records are safe: after the
+	// hold, which the order may have used up.
 	_, waits := w.rep.reset()
-	if len(waits) != 1 {
-		t.Errorf("issuance waited %d times, want one hold", len(waits))
+	if k := st.key(st.Current); len(waits) > 1 || k.Served.Before(k.SafeAt[w.owner()]) {
+		t.Errorf("issuance waited %d times; key served at %v, safe at %v", len(waits), k.Served, k.SafeAt[w.owner()])
 	}
 
 	// A second run right after does nothing and says so.
@@ -135,13 +137,21 @@ func TestFreshPublishesAndHoldsBeforeServing(t *testing.T) {
 		t.Fatalf("fresh renewal: current %s → %s, next %q", st.Current, st2.Current, st2.Next)
 	}
 	lines, waits := w.rep.reset()
-	// The hold is 2 × the largest TTL: the records' 2s.
-	if len(waits) != 1 || waits[0] < 3*time.Second || waits[0] > 4*time.Second+500*time.Millisecond {
-		t.Errorf("hold waits %v, want one of about 4s\n%s", waits, strings.Join(lines, "\n"))
+	// The hold is 2 × the largest TTL (the records' 2 s) from the
+	// confirmation; the order runs during it, so what is left to wait
+	// after the order is less, and the key is served only after it.
+	k := st2.key(st2.Current)
+	safe := k.SafeAt[w.owner()]
+	if len(waits) > 1 || len(waits) == 1 && waits[0] > 4*time.Second+500*time.Millisecond {
+		t.Errorf("hold waits %v, want at most one of at most 4s\n%s", waits, strings.Join(lines, "\n"))
+	}
+	if k.Served.Before(safe) {
+		t.Errorf("key served at %v, before its records were safe at %v", k.Served, safe)
 	}
 	// The new key's record went out before the certificate was ordered,
-	// and the old one was deleted only after the verify.
-	order := []string{"publish: add", "obtain: ordering", "deploy: set", "verify: 1 endpoint", "retire: delete"}
+	// the order before the end of the hold, and the old record was deleted
+	// only after the verify.
+	order := []string{"publish: add", "confirm: all", "obtain: ordering", "deploy: set", "verify: 1 endpoint", "retire: delete"}
 	at := 0
 	for _, l := range lines {
 		if at < len(order) && strings.HasPrefix(l, order[at]) {
@@ -202,11 +212,15 @@ func TestVerifyFailureRollsBack(t *testing.T) {
 }
 
 func TestNoWaitSavesAndResumes(t *testing.T) {
-	w := newWorld(t, worldOptions{policy: "reuse", ttl: 2})
+	// A hold (2 × 5 s) longer than the order, which runs during it.
+	w := newWorld(t, worldOptions{policy: "reuse", ttl: 5})
 	e := w.engine(nil)
 	o := w.mustRenew(e, RenewOptions{NoWait: true}, "waiting")
-	if o.ResumeAt.IsZero() || time.Until(o.ResumeAt) > 5*time.Second || !strings.Contains(o.Detail, "resolvers may cache") {
+	if o.ResumeAt.IsZero() || time.Until(o.ResumeAt) > 11*time.Second || !strings.Contains(o.Detail, "resolvers may cache") {
 		t.Fatalf("outcome %+v", o)
+	}
+	if st := w.state(); st.Txn == nil || st.Txn.NewSet == "" {
+		t.Fatalf("the certificate was not ordered during the hold: %+v", st.Txn)
 	}
 	if st := w.state(); st.Txn == nil || st.Txn.Step != StepHold {
 		t.Fatalf("journal: %+v", st.Txn)

@@ -21,11 +21,13 @@ func sequence(kind string, tlsa bool) []string {
 	var s []string
 	switch kind {
 	case KindIssue:
-		s = []string{StepPlan, StepPublish, StepConfirm, StepHold, StepObtain, StepDeploy, StepVerify, StepRetire, StepCleanup}
+		// The order runs while the hold does: the hold counts from the
+		// confirmation, and nothing is served before it ends.
+		s = []string{StepPlan, StepPublish, StepConfirm, StepObtain, StepHold, StepDeploy, StepVerify, StepRetire, StepCleanup}
 	case KindRenew:
 		s = []string{StepPlan, StepPublish, StepConfirm, StepObtain, StepDeploy, StepVerify, StepRetire, StepCleanup}
 	case KindRekey:
-		s = []string{StepPlan, StepPublish, StepConfirm, StepHold, StepObtain, StepDeploy, StepVerify, StepPromote, StepRetire, StepCleanup}
+		s = []string{StepPlan, StepPublish, StepConfirm, StepObtain, StepHold, StepDeploy, StepVerify, StepPromote, StepRetire, StepCleanup}
 	case KindPublishNext:
 		s = []string{StepPlan, StepPublish, StepConfirm}
 	case KindRepair:
