@@ -35,7 +35,7 @@ bench:
 # target that finds something and leaves the input in its corpus.
 FUZZTIME ?= 10m
 FUZZ = ./config:FuzzParse ./rollover:FuzzJournal ./dane:FuzzParseTLSA ./dane:FuzzReadPEM \
-	./dane:FuzzConfirmerAnswers ./services:FuzzProbeDialogue
+	./dane:FuzzConfirmerAnswers ./services:FuzzProbeDialogue ./certbot:FuzzRenewalConf
 fuzz:
 	@for t in $(FUZZ); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -14,6 +14,7 @@
 //	tlsa [NAME…] | tlsa --cert FILE [--usage U --selector S --matching M] [--name OWNER]
 //	check [--json] [TARGET…]
 //	rekey [--emergency] [--no-wait] NAME
+//	import-certbot [--out FILE] [--state-dir DIR] [--disable-certbot] [CERTBOT_DIR]
 //	prune [--dry-run] [NAME…]
 //	version
 //
@@ -55,6 +56,10 @@ commands:
                       verify DANE end to end (smtp://host:25, example.org, tls://host:443)
   rekey [--emergency] [--no-wait] NAME
                       start a key rollover now
+  import-certbot [--out FILE] [--state-dir DIR] [--disable-certbot] [CERTBOT_DIR]
+                      take over certbot's lineages (default /etc/letsencrypt) with
+                      the same keys and certificates: a configuration (stdout
+                      unless --out) and a state directory; no DNS change
   prune [--dry-run] [NAME...]
                       remove stale TLSA records, after probing the endpoints
   version             print the version
@@ -108,6 +113,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.check(ctx, cargs)
 	case "rekey":
 		return c.rekey(ctx, cargs)
+	case "import-certbot":
+		return c.importCertbot(ctx, cargs)
 	case "prune":
 		return c.prune(ctx, cargs)
 	case "version":
