@@ -31,6 +31,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -338,6 +339,30 @@ func GenerateKey(keyType string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("acme: %w", err)
 	}
 	return certcrypto.GeneratePrivateKey(kt)
+}
+
+// PublicKeyType names the configured key type of a public key ("ec256",
+// …), or "".
+func PublicKeyType(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return "ec256"
+		case elliptic.P384():
+			return "ec384"
+		}
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return "rsa2048"
+		case 3072:
+			return "rsa3072"
+		case 4096:
+			return "rsa4096"
+		}
+	}
+	return ""
 }
 
 // KeyTypeOf names the configured key type a key has ("ec256", …), or "".

@@ -58,6 +58,7 @@ func (c *Client) order(ctx context.Context, req Request, replacesID, preferredCh
 	if err != nil {
 		return nil, &orderRefused{err}
 	}
+	c.log.Debug("acme: order created", "order", o.Location, "domains", domains, "authorizations", len(o.Authorizations))
 	if err := c.authorize(ctx, core, o, typ, prov); err != nil {
 		return nil, err
 	}
@@ -89,6 +90,7 @@ func (c *Client) order(ctx context.Context, req Request, replacesID, preferredCh
 	if err != nil {
 		return nil, err
 	}
+	c.log.Debug("acme: certificate issued", "order", o.Location, "certificate", done.Certificate)
 	return c.chainOf(ctx, core, done.Certificate, preferredChain)
 }
 
@@ -160,6 +162,7 @@ func (c *Client) answer(ctx context.Context, core *api.Core, url string, authz l
 	if err != nil {
 		return err
 	}
+	c.log.Debug("acme: challenge accepted", "domain", domain, "type", typ, "status", accepted.Status, "retry_after", accepted.RetryAfter)
 	if accepted.Status == legoacme.StatusValid {
 		return nil
 	}

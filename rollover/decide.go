@@ -89,11 +89,8 @@ func (e *Engine) rekeyDue(c *config.Certificate, st *State) (bool, string, error
 	if c.KeyPolicy != config.PolicyReuse && st.RekeyRequested {
 		return true, "key change requested (daneroll rekey)", nil
 	}
-	if st.Current != "" {
-		k, err := e.st.ReadKey(c.Name, store.Current)
-		if err == nil && acme.KeyTypeOf(k) != c.KeyType {
-			return true, fmt.Sprintf("key_type changed to %s", c.KeyType), nil
-		}
+	if st.Current != "" && st.currentType != c.KeyType {
+		return true, fmt.Sprintf("key_type changed to %s", c.KeyType), nil
 	}
 	if c.KeyPolicy == config.PolicyRollover && !st.CurrentSince.IsZero() {
 		if due := st.CurrentSince.Add(c.RekeyAfter.Duration); !e.clock.Now().Before(due) {

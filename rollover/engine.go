@@ -30,7 +30,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -403,13 +402,11 @@ func (e *HintError) Hint() string { return e.Advice }
 // live set on disk (which win: they are what is served).
 func (e *Engine) load(c *config.Certificate) (*State, error) {
 	st := &State{Version: stateVersion}
-	found, err := e.st.ReadJSON(store.JournalPath(c.Name), st)
+	raw, err := e.st.ReadJSONBytes(store.JournalPath(c.Name), st)
 	if err != nil {
 		return nil, fmt.Errorf("%s: journal: %w", c.Name, err)
 	}
-	if found {
-		e.remember(c.Name, st)
-	}
+	e.remember(c.Name, raw)
 	if st.Version > stateVersion {
 		return nil, fmt.Errorf("%s: journal version %d is newer than this daneroll understands (%d)", c.Name, st.Version, stateVersion)
 	}
@@ -422,90 +419,156 @@ func (e *Engine) load(c *config.Certificate) (*State, error) {
 	st.Version = stateVersion
 	now := e.clock.Now()
 	for _, slot := range []string{store.Current, store.Next} {
-		k, err := e.st.ReadKey(c.Name, slot)
-		if errors.Is(err, os.ErrNotExist) {
-			if slot == store.Current {
-				st.Current = ""
-			} else {
-				st.Next = ""
-			}
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", c.Name, err)
-		}
-		ki, err := st.adopt(k.Public(), now)
+		id, typ, err := e.slotKey(c, st, slot, now)
 		if err != nil {
 			return nil, err
 		}
 		if slot == store.Current {
-			st.Current = ki.ID
+			st.Current, st.currentType = id, typ
 		} else {
-			st.Next = ki.ID
+			st.Next = id
 		}
 	}
-	live, err := e.st.Live(c.Name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: live set: %w", c.Name, err)
-	}
-	if live != nil {
-		info, err := certInfo(live)
-		if err != nil {
-			return nil, fmt.Errorf("%s: live set %s: %w", c.Name, live.ID, err)
-		}
-		leaf, _ := live.Leaf()
-		if _, err := st.adopt(leaf.PublicKey, now); err != nil {
-			return nil, err
-		}
-		st.LiveSet, st.Cert = live.ID, info
-	} else {
-		st.LiveSet, st.Cert = "", nil
+	if err := e.liveCert(c, st, now); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
+// slotKey returns the ID and type of the key in a slot ("" when there is
+// none). A file whose stamp is the one noted in the journal is not read
+// again; otherwise its public half is read (deciding needs no more; the
+// private key is read where it is used) and noted.
+func (e *Engine) slotKey(c *config.Certificate, st *State, slot string, now time.Time) (string, string, error) {
+	stamp, err := e.st.KeyStamp(c.Name, slot)
+	if errors.Is(err, os.ErrNotExist) {
+		delete(st.Files, slot)
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %w", c.Name, err)
+	}
+	if n, ok := st.noted(slot, stamp); ok {
+		return n.Key, n.Type, nil
+	}
+	pub, err := e.st.ReadPublicKey(c.Name, slot)
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %w", c.Name, err)
+	}
+	ki, err := st.adopt(pub, now)
+	if err != nil {
+		return "", "", err
+	}
+	typ := acme.PublicKeyType(pub)
+	st.note(slot, FileNote{Stamp: stamp, Key: ki.ID, Type: typ})
+	return ki.ID, typ, nil
+}
+
+// restamp notes the files as a transaction leaves them, checking that each
+// holds what the state says (the stamp is taken first: a change after it
+// shows as another stamp next time).
+func (e *Engine) restamp(c *config.Certificate, st *State) {
+	for slot, want := range map[string]string{store.Current: st.Current, store.Next: st.Next} {
+		delete(st.Files, slot)
+		stamp, err := e.st.KeyStamp(c.Name, slot)
+		if err != nil || want == "" {
+			continue
+		}
+		pub, err := e.st.ReadPublicKey(c.Name, slot)
+		if err != nil {
+			continue
+		}
+		if id, _, err := keyID(pub); err == nil && id == want {
+			st.note(slot, FileNote{Stamp: stamp, Key: id, Type: acme.PublicKeyType(pub)})
+		}
+	}
+	delete(st.Files, "live")
+	id, stamp, err := e.st.LiveStamp(c.Name)
+	if err != nil || id == "" || id != st.LiveSet || st.Cert == nil {
+		return
+	}
+	if id2, leaf, err := e.st.LiveLeaf(c.Name); err == nil && leaf != nil && id2 == id {
+		if key, _, err := keyID(leaf.PublicKey); err == nil && key == st.Cert.Key {
+			st.note("live", FileNote{Stamp: stamp, Key: key, Set: id})
+		}
+	}
+}
+
+// liveCert reconciles the journal with the live set: its ID and what its
+// certificate says, read again only when its stamp changed.
+func (e *Engine) liveCert(c *config.Certificate, st *State, now time.Time) error {
+	id, stamp, err := e.st.LiveStamp(c.Name)
+	if err != nil {
+		return fmt.Errorf("%s: live set: %w", c.Name, err)
+	}
+	if id == "" {
+		st.LiveSet, st.Cert = "", nil
+		delete(st.Files, "live")
+		return nil
+	}
+	if n, ok := st.noted("live", stamp); ok && n.Set == id && st.Cert != nil && st.Cert.Key == n.Key {
+		st.LiveSet = id
+		return nil
+	}
+	id, leaf, err := e.st.LiveLeaf(c.Name)
+	if err != nil {
+		return fmt.Errorf("%s: live set: %w", c.Name, err)
+	}
+	if leaf == nil {
+		st.LiveSet, st.Cert = "", nil
+		return nil
+	}
+	info, err := certInfoOf(leaf)
+	if err != nil {
+		return fmt.Errorf("%s: live set %s: %w", c.Name, id, err)
+	}
+	if _, err := st.adopt(leaf.PublicKey, now); err != nil {
+		return err
+	}
+	st.LiveSet, st.Cert = id, info
+	// The stamp taken before the read: if the file changed in between,
+	// the next run reads it again.
+	st.note("live", FileNote{Stamp: stamp, Key: info.Key, Set: id})
+	return nil
+}
+
 func (e *Engine) save(c *config.Certificate, st *State) error {
-	if e.unchanged(c.Name, st) {
+	data, err := store.EncodeJSON(st)
+	if err != nil {
+		return fmt.Errorf("%s: journal: %w", c.Name, err)
+	}
+	if e.unchanged(c.Name, data) {
 		return nil
 	}
 	if e.opts.Failpoint != nil {
 		e.opts.Failpoint("before")
 	}
-	if err := e.st.WriteJSON(store.JournalPath(c.Name), st); err != nil {
+	if err := e.st.WriteBytes(store.JournalPath(c.Name), data); err != nil {
 		return fmt.Errorf("%s: journal: %w", c.Name, err)
 	}
-	e.remember(c.Name, st)
+	e.remember(c.Name, data)
 	if e.opts.Failpoint != nil {
 		e.opts.Failpoint("after")
 	}
 	return nil
 }
 
-// remember notes the journal of name as it is on disk.
-func (e *Engine) remember(name string, st *State) {
-	data, err := json.Marshal(st)
+// remember notes the journal of name as it is on disk (nil: none).
+func (e *Engine) remember(name string, data []byte) {
 	e.journalsMu.Lock()
 	defer e.journalsMu.Unlock()
 	if e.journals == nil {
 		e.journals = map[string][]byte{}
 	}
-	if err != nil {
-		delete(e.journals, name)
-		return
-	}
 	e.journals[name] = data
 }
 
-// unchanged reports whether st is the journal already on disk.
-func (e *Engine) unchanged(name string, st *State) bool {
-	data, err := json.Marshal(st)
-	if err != nil {
-		return false
-	}
+// unchanged reports whether data is the journal already on disk.
+func (e *Engine) unchanged(name string, data []byte) bool {
 	e.journalsMu.Lock()
 	defer e.journalsMu.Unlock()
-	on, ok := e.journals[name]
-	return ok && bytes.Equal(on, data)
+	on := e.journals[name]
+	return on != nil && bytes.Equal(on, data)
 }
 
 func (e *Engine) acmeClient(ctx context.Context) (ACMEClient, error) {

@@ -60,6 +60,23 @@ type State struct {
 
 	// LastFailure describes the last transaction that was rolled back.
 	LastFailure string `json:"last_failure,omitempty"`
+
+	// Files notes what the key files and the live certificate held when
+	// last read, by their stamps ("current", "next", "live"): a file whose
+	// stamp is unchanged is not read again.
+	Files map[string]FileNote `json:"files,omitempty"`
+
+	// currentType is the current key's type ("ec256", …), from its file.
+	currentType string
+}
+
+// FileNote is what a file held at a stamp: a key slot's key (and its
+// type), or the live set's ID and its leaf's key.
+type FileNote struct {
+	store.Stamp
+	Key  string `json:"key"`
+	Type string `json:"type,omitempty"`
+	Set  string `json:"set,omitempty"`
 }
 
 // KeyInfo is one key.
@@ -245,6 +262,10 @@ func certInfo(set *store.Set) (*CertInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	return certInfoOf(leaf)
+}
+
+func certInfoOf(leaf *x509.Certificate) (*CertInfo, error) {
 	id, _, err := keyID(leaf.PublicKey)
 	if err != nil {
 		return nil, err
@@ -290,8 +311,10 @@ func (s *State) validate() error {
 		if !isKeyID(k.ID) {
 			return fmt.Errorf("keys[%d]: id %q is not a SHA-256 digest in hex", i, k.ID)
 		}
-		if _, err := x509.ParsePKIXPublicKey(k.SPKI); err != nil {
-			return fmt.Errorf("keys[%d]: spki is not a public key: %v", i, err)
+		// The digest ties each key to its ID; the SPKI itself is parsed
+		// where a key is used, not on every load of every journal.
+		if len(k.SPKI) == 0 {
+			return fmt.Errorf("keys[%d]: spki is empty", i)
 		}
 		if sum := sha256.Sum256(k.SPKI); !bytes.Equal(sum[:], mustHex(k.ID)) {
 			return fmt.Errorf("keys[%d]: id %s is not the digest of its spki", i, short(k.ID))
@@ -308,6 +331,16 @@ func (s *State) validate() error {
 	}
 	if s.LiveSet != "" && !store.ValidSetID(s.LiveSet) {
 		return fmt.Errorf("live_set: %q is not a set id", s.LiveSet)
+	}
+	for slot, n := range s.Files {
+		switch {
+		case slot != "current" && slot != "next" && slot != "live":
+			return fmt.Errorf("files: unknown file %q", slot)
+		case !isKeyID(n.Key):
+			return fmt.Errorf("files.%s: %q is not a key id", slot, n.Key)
+		case slot == "live" && !store.ValidSetID(n.Set):
+			return fmt.Errorf("files.live: %q is not a set id", n.Set)
+		}
 	}
 	for i, o := range s.Owners {
 		if !tlsaOwnerName.MatchString(o) {
@@ -410,4 +443,21 @@ func (s *State) forgetSets(ids []string) {
 	if len(s.Issuers) == 0 {
 		s.Issuers = nil
 	}
+}
+
+// noted returns what the file at slot held, when its stamp is the one
+// noted and the key is one the journal knows.
+func (s *State) noted(slot string, stamp store.Stamp) (FileNote, bool) {
+	n, ok := s.Files[slot]
+	if !ok || n.Stamp != stamp || s.key(n.Key) == nil {
+		return FileNote{}, false
+	}
+	return n, true
+}
+
+func (s *State) note(slot string, n FileNote) {
+	if s.Files == nil {
+		s.Files = map[string]FileNote{}
+	}
+	s.Files[slot] = n
 }

@@ -190,6 +190,9 @@ func (e *Engine) finish(ctx context.Context, c *config.Certificate, st *State) O
 	if txn.Kind != KindPrune {
 		e.schedule(ctx, c, st, true)
 	}
+	// Note the files as this transaction leaves them, so that the next run
+	// with nothing to do reads and writes nothing.
+	e.restamp(c, st)
 	if c.KeepSets > 0 && txn.NewSet != "" {
 		// The archive grew: cut it back to keep_sets, never removing the
 		// live set or the one a rollback would switch back to. A failure

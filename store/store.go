@@ -523,6 +523,28 @@ func (s *Store) Live(name string) (*Set, error) {
 	return s.Set(name, id)
 }
 
+// LiveLeaf returns the ID and the leaf certificate of the live set, reading
+// nothing else (not its key): ("", nil, nil) when none is live.
+func (s *Store) LiveLeaf(name string) (string, *x509.Certificate, error) {
+	id, err := s.LiveID(name)
+	if err != nil || id == "" {
+		return "", nil, err
+	}
+	rel := filepath.Join("archive", name, id)
+	if err := s.checkDirs(rel); err != nil {
+		return "", nil, err
+	}
+	data, err := readTrusted(s.path(rel, FileCert), 0o022, maxKeyFile)
+	if err != nil {
+		return "", nil, fmt.Errorf("set %s/%s: %w", name, id, err)
+	}
+	leaf, err := (&Set{Cert: data}).Leaf()
+	if err != nil {
+		return "", nil, fmt.Errorf("set %s/%s: %w", name, id, err)
+	}
+	return id, leaf, nil
+}
+
 // Set reads an archived set. Its directory and files must be daneroll's
 // (see [Store]); the key file must be private.
 func (s *Store) Set(name, id string) (*Set, error) {
@@ -557,33 +579,54 @@ func (s *Store) Set(name, id string) (*Set, error) {
 // ReadJSON reads STATE/rel into v; it reports false when the file does not
 // exist. The file must be daneroll's (see [Store]) and of a sane size.
 func (s *Store) ReadJSON(rel string, v any) (bool, error) {
+	data, err := s.ReadJSONBytes(rel, v)
+	return data != nil, err
+}
+
+// ReadJSONBytes is ReadJSON that also returns the file's bytes (nil when it
+// does not exist), for a caller that writes only what changed (see
+// EncodeJSON).
+func (s *Store) ReadJSONBytes(rel string, v any) ([]byte, error) {
 	if err := s.checkDirs(filepath.Dir(rel)); err != nil {
-		return false, err
+		return nil, err
 	}
 	data, err := readTrusted(s.path(rel), 0o022, maxStateFile)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return false, fmt.Errorf("%s: %w", s.path(rel), err)
+		return nil, fmt.Errorf("%s: %w", s.path(rel), err)
 	}
-	return true, nil
+	return data, nil
+}
+
+// EncodeJSON is what WriteJSON writes for v.
+func EncodeJSON(v any) ([]byte, error) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
 }
 
 // WriteJSON writes v to STATE/rel atomically (0600, directories 0700).
 func (s *Store) WriteJSON(rel string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
+	data, err := EncodeJSON(v)
 	if err != nil {
 		return err
 	}
-	p := s.path(rel)
+	return s.WriteBytes(rel, data)
+}
+
+// WriteBytes writes data to STATE/rel atomically (0600, directories 0700).
+func (s *Store) WriteBytes(rel string, data []byte) error {
 	if err := s.mkdirs(filepath.Dir(rel)); err != nil {
 		return err
 	}
-	return WriteFile(p, append(data, '\n'), 0o600)
+	return WriteFile(s.path(rel), data, 0o600)
 }
 
 // Remove deletes STATE/rel durably; a missing file is not an error.
