@@ -282,13 +282,30 @@ func (a *API) ZoneID(name string) string {
 // a POST gets, and returns it as the API would. Use it for records daneroll
 // does not own.
 func (a *API) AddRecord(zoneName string, r Record) (Record, error) {
+	return a.addRecord(zoneName, r, false)
+}
+
+// AddIdenticalRecord is AddRecord without the check for an identical
+// record: it adds r even when the zone has one with the same type, name
+// and content, which a POST refuses (81058). It seeds what the API never
+// makes but zones moved to Cloudflare from elsewhere hold (an imported
+// zone file, a migration tool): two records, two ids, the same data. Both
+// are listed and each is deleted by its own id; a mirror ([API.MirrorTo])
+// serves the data until the last of them is deleted. Nothing the API
+// answers changes.
+func (a *API) AddIdenticalRecord(zoneName string, r Record) (Record, error) {
+	return a.addRecord(zoneName, r, true)
+}
+
+func (a *API) addRecord(zoneName string, r Record, identical bool) (Record, error) {
 	a.mu.Lock()
 	defer a.unlockAndNotify()
 	z := a.zoneByName(normalName(zoneName))
 	if z == nil {
 		return Record{}, fmt.Errorf("cftest: no zone %q", zoneName)
 	}
-	in := createBody{Type: r.Type, Name: r.Name, Content: &r.Content, Priority: r.Priority, Proxied: &r.Proxied, Comment: r.Comment, Tags: r.Tags}
+	in := createBody{Type: r.Type, Name: r.Name, Content: &r.Content, Priority: r.Priority, Proxied: &r.Proxied, Comment: r.Comment, Tags: r.Tags,
+		identicalOK: identical}
 	if r.TTL != 0 {
 		in.TTL = json.RawMessage(fmt.Sprint(r.TTL))
 	}
@@ -777,6 +794,10 @@ type createBody struct {
 	Proxied  *bool           `json:"proxied"`
 	Comment  *string         `json:"comment"`
 	Tags     []string        `json:"tags"`
+
+	// identicalOK skips the identical-record check (AddIdenticalRecord);
+	// a request body cannot set it.
+	identicalOK bool
 }
 
 func (a *API) create(z *zone, in createBody) (*Record, *failure) {
@@ -834,7 +855,7 @@ func (a *API) create(z *zone, in createBody) (*Record, *failure) {
 		if old.Type == "CNAME" && rec.Type != "CNAME" {
 			return nil, fail(http.StatusBadRequest, CodeCNAMEExists, "A CNAME record with that host already exists.")
 		}
-		if old.Type == rec.Type && old.canonical == rec.canonical {
+		if old.Type == rec.Type && old.canonical == rec.canonical && !in.identicalOK {
 			return nil, fail(http.StatusBadRequest, CodeIdenticalRecord, identicalRecordMessage)
 		}
 	}

@@ -31,7 +31,8 @@
 //     "content" is derived from it; TXT content is RFC 1035 quoted character
 //     strings; a record with the same type, name and content as an existing
 //     one (TTL aside) is refused with 400 and 81058 "An identical record
-//     already exists.";
+//     already exists." ([API.AddIdenticalRecord] seeds such a pair, as zones
+//     moved to Cloudflare from elsewhere hold);
 //   - DELETE /zones/{id}/dns_records/{id} answers {"result":{"id":…}}; an
 //     unknown record id is 404 with 81044 "Record does not exist.";
 //   - a 429 carries a Retry-After header (seconds) and code 971.

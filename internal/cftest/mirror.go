@@ -129,8 +129,11 @@ type Mirror struct {
 	cluster *dnstest.Cluster
 	zone    string
 
-	mu   sync.Mutex // guards errs
+	mu   sync.Mutex // guards errs and held
 	errs []error
+	// held counts the API's records behind each record served, by its
+	// data (TTL aside): more than one only after AddIdenticalRecord.
+	held map[string]int
 }
 
 // MirrorTo makes c serve the fake's zone of the same name (c.Origin()) the
@@ -140,7 +143,7 @@ type Mirror struct {
 // c's Freeze, Thaw and SetLag say, which is how a test makes a name server
 // lag. The records c was started with (SOA, NS, …) stay as they are.
 func (a *API) MirrorTo(c *dnstest.Cluster) (*Mirror, error) {
-	m := &Mirror{cluster: c, zone: normalName(c.Origin())}
+	m := &Mirror{cluster: c, zone: normalName(c.Origin()), held: map[string]int{}}
 	a.mu.Lock()
 	z := a.zoneByName(m.zone)
 	if z == nil {
@@ -176,9 +179,25 @@ func (m *Mirror) apply(ch Change) {
 	}
 	rr, err := ch.Record.RR()
 	if err == nil {
+		// Identical records (AddIdenticalRecord) are one record in DNS,
+		// served until the last of them is deleted.
+		key := dataKey(rr)
+		m.mu.Lock()
+		switch {
+		case ch.Op != OpDelete:
+			m.held[key]++
+		case m.held[key] > 1:
+			m.held[key]--
+		default:
+			delete(m.held, key)
+		}
+		stillHeld := m.held[key] > 0
+		m.mu.Unlock()
 		err = m.cluster.Update(func(z *dnstest.Zone) error {
 			if ch.Op == OpDelete {
-				z.Remove(rr)
+				if !stillHeld {
+					z.Remove(rr)
+				}
 				return nil
 			}
 			return z.Add(rr)
@@ -189,6 +208,13 @@ func (m *Mirror) apply(ch Change) {
 		defer m.mu.Unlock()
 		m.errs = append(m.errs, fmt.Errorf("cftest: mirror %s %s %s: %w", ch.Op, ch.Record.Name, ch.Record.Type, err))
 	}
+}
+
+// dataKey identifies a record by owner, type and data, as DNS does.
+func dataKey(rr dns.RR) string {
+	c := dns.Copy(rr)
+	c.Header().Ttl = 0
+	return c.String()
 }
 
 // Err returns the changes that could not be applied to the cluster, or nil.
