@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,12 +169,25 @@ func failpoint() func(string) {
 	}
 }
 
-// reporter prints progress lines and, on a terminal, a live countdown.
+// reporter prints progress lines and the countdown of every pending wait:
+// on a terminal one line rewritten every second, otherwise a line every
+// minute. Certificates run concurrently, so lines are whole and prefixed
+// with the certificate's name.
 type reporter struct {
-	out io.Writer
-	tty bool
+	out   io.Writer
+	tty   bool
+	every time.Duration
 
-	mu sync.Mutex // guards writes to out, so countdown and progress lines do not interleave
+	mu      sync.Mutex // guards out and everything below
+	waits   map[int]pendingWait
+	lastID  int
+	shown   bool          // a countdown line is on the terminal, unended
+	ticking chan struct{} // closed to stop the ticker; nil when none runs
+}
+
+type pendingWait struct {
+	cert, what string
+	until      time.Time
 }
 
 func newReporter(out io.Writer) *reporter {
@@ -181,60 +195,94 @@ func newReporter(out io.Writer) *reporter {
 	if f, ok := out.(*os.File); ok {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
-	return &reporter{out: out, tty: tty}
+	every := time.Minute
+	if tty {
+		every = time.Second
+	}
+	return &reporter{out: out, tty: tty, every: every, waits: map[int]pendingWait{}}
 }
 
 func (r *reporter) Progress(cert, step, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	switch {
-	case cert == "":
+	r.clear()
+	if cert == "" {
 		fmt.Fprintf(r.out, "%s\n", msg)
-	default:
+	} else {
 		fmt.Fprintf(r.out, "%s: %s: %s\n", cert, step, msg)
+	}
+	if r.tty && len(r.waits) > 0 {
+		r.draw()
 	}
 }
 
-// Waiting shows how long a wait has left: a line rewritten every second on
-// a terminal, a line every minute otherwise.
-func (r *reporter) Waiting(cert, what string, until time.Time) func() {
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	r.Progress(cert, what, fmt.Sprintf("waiting until %s (%s)", until.Local().Format(time.RFC3339), time.Until(until).Round(time.Second)))
-	every := time.Minute
-	if r.tty {
-		every = time.Second
+// clear ends a countdown line on the terminal. The caller holds r.mu.
+func (r *reporter) clear() {
+	if r.shown {
+		fmt.Fprint(r.out, "\r\033[K")
+		r.shown = false
 	}
-	go func() {
-		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				if r.tty {
-					r.mu.Lock()
-					fmt.Fprint(r.out, "\r\033[K")
-					r.mu.Unlock()
-				}
-				return
-			case <-t.C:
-				left := time.Until(until).Round(time.Second)
-				if left < 0 {
-					left = 0
-				}
-				r.mu.Lock()
-				if r.tty {
-					fmt.Fprintf(r.out, "\r\033[K%s: %s: %s left", cert, what, left)
-				} else {
-					fmt.Fprintf(r.out, "%s: %s: %s left\n", cert, what, left)
-				}
-				r.mu.Unlock()
-			}
-		}
-	}()
+}
+
+// draw writes the countdown of every wait. The caller holds r.mu.
+func (r *reporter) draw() {
+	ws := make([]pendingWait, 0, len(r.waits))
+	for _, w := range r.waits {
+		ws = append(ws, w)
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].until.Before(ws[j].until) || ws[i].until.Equal(ws[j].until) && ws[i].cert < ws[j].cert })
+	parts := make([]string, len(ws))
+	for i, w := range ws {
+		left := max(time.Until(w.until).Round(time.Second), 0)
+		parts[i] = fmt.Sprintf("%s: %s: %s left", w.cert, w.what, left)
+	}
+	line := strings.Join(parts, " | ")
+	if r.tty {
+		fmt.Fprint(r.out, "\r\033[K"+line)
+		r.shown = true
+	} else {
+		fmt.Fprintln(r.out, line)
+	}
+}
+
+// Waiting announces a wait and keeps it in the countdown until the
+// returned function is called.
+func (r *reporter) Waiting(cert, what string, until time.Time) func() {
+	r.Progress(cert, what, fmt.Sprintf("waiting until %s (%s)", until.Local().Format(time.RFC3339), time.Until(until).Round(time.Second)))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastID++
+	id := r.lastID
+	r.waits[id] = pendingWait{cert, what, until}
+	if r.ticking == nil {
+		r.ticking = make(chan struct{})
+		go r.tick(r.ticking)
+	}
 	return func() {
-		close(stop)
-		<-done
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.waits, id)
+		if len(r.waits) == 0 && r.ticking != nil {
+			close(r.ticking)
+			r.ticking = nil
+			r.clear()
+		}
+	}
+}
+
+func (r *reporter) tick(stop chan struct{}) {
+	t := time.NewTicker(r.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			r.mu.Lock()
+			if len(r.waits) > 0 {
+				r.draw()
+			}
+			r.mu.Unlock()
+		}
 	}
 }
