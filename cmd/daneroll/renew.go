@@ -230,7 +230,9 @@ func (r *reporter) draw() {
 	for _, w := range r.waits {
 		ws = append(ws, w)
 	}
-	sort.Slice(ws, func(i, j int) bool { return ws[i].until.Before(ws[j].until) || ws[i].until.Equal(ws[j].until) && ws[i].cert < ws[j].cert })
+	sort.Slice(ws, func(i, j int) bool {
+		return ws[i].until.Before(ws[j].until) || ws[i].until.Equal(ws[j].until) && ws[i].cert < ws[j].cert
+	})
 	parts := make([]string, len(ws))
 	for i, w := range ws {
 		left := max(time.Until(w.until).Round(time.Second), 0)
