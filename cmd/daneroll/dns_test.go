@@ -1,15 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/miekg/dns"
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/daneroll/daneroll/internal/cftest"
 	"github.com/daneroll/daneroll/internal/dnstest"
+	"github.com/daneroll/daneroll/internal/loopback"
 )
 
 // Recognisable secrets, so that a script can assert that no output shows
@@ -18,14 +18,15 @@ import (
 const (
 	canaryTSIG  = "DANEROLLcanaryTSIGsecret0123456789abcdefghij"
 	canaryToken = "DANEROLLcanaryCloudflareToken01234567890"
-	testZone    = "example.test."
+	testZone    = loopback.Zone
 )
 
 // TestDNSScript runs the dns_* scripts, which each get an in-process
 // DNSSEC-signed zone example.test on three authoritative servers that take
 // TSIG-signed RFC 2136 updates, and an in-process Cloudflare API for the
 // same zone, behind an in-process caching, validating resolver with the
-// zone's DS as trust anchor. Setup exports:
+// zone's DS as trust anchor (internal/loopback without Pebble or services).
+// Setup exports:
 //
 //	NS1 NS2 NS3   the servers' host:port (NS1 is the primary)
 //	RESOLVER      the resolver's host:port, for [dns] resolver
@@ -42,15 +43,8 @@ func TestDNSScript(t *testing.T) {
 			if err := setupCommon(env); err != nil {
 				return err
 			}
-			_, err := startDNS(env)
-			if err != nil {
-				return err
-			}
-			cf := cftest.NewServer(canaryToken, strings.TrimSuffix(testZone, "."))
-			env.Defer(cf.Close)
-			env.Setenv("CF_API", cf.URL)
-			env.Setenv("CF_TOKEN", canaryToken)
-			return nil
+			_, err := startWorld(env, loopback.Options{Cloudflare: &loopback.CloudflareOptions{Token: canaryToken}})
+			return err
 		},
 		Cmds: commands(),
 	})
@@ -59,37 +53,21 @@ func TestDNSScript(t *testing.T) {
 // clusterKey finds a script's DNS servers in its Values.
 type clusterKey struct{}
 
-// startDNS starts the signed three-server zone and a validating resolver
-// in front of it for a script, and exports NS1, NS2, NS3, RESOLVER and
-// TSIG_SECRET.
-func startDNS(env *testscript.Env) (*dnstest.Cluster, error) {
-	c, err := dnstest.Start(dnstest.Options{
-		Origin:      testZone,
-		Records:     []string{"mail 60 IN A 127.0.0.1"},
-		Secondaries: 2,
-		Signed:      true,
-		TSIG:        map[string]string{"daneroll.": canaryTSIG},
-		SOATTL:      60,
-		NegativeTTL: 1,
-	})
+// startWorld starts a loopback world for a script with the canary TSIG
+// secret, stops it when the script ends, exports what the world's Env says
+// and keeps its servers for served.
+func startWorld(env *testscript.Env, o loopback.Options) (*loopback.World, error) {
+	o.TSIGSecret = canaryTSIG
+	w, err := loopback.Start(context.Background(), o)
 	if err != nil {
 		return nil, err
 	}
-	env.Defer(func() { c.Close() })
-	for i, a := range c.Addrs() {
-		env.Setenv(fmt.Sprintf("NS%d", i+1), a)
+	env.Defer(w.Close)
+	for k, v := range w.Env() {
+		env.Setenv(k, v)
 	}
-	// The resolver asks all three servers, as a real one picks among the
-	// zone's name servers, and caches what it got for its TTL.
-	r, err := dnstest.StartResolver(c.ResolverOptions())
-	if err != nil {
-		return nil, err
-	}
-	env.Defer(func() { r.Close() })
-	env.Setenv("RESOLVER", r.Addr())
-	env.Setenv("TSIG_SECRET", canaryTSIG)
-	env.Values[clusterKey{}] = c
-	return c, nil
+	env.Values[clusterKey{}] = w.DNS
+	return w, nil
 }
 
 // cmdServed prints the TLSA records every server of the zone serves at an
@@ -102,19 +80,14 @@ func cmdServed(ts *testscript.TestScript, neg bool, args []string) {
 	if !ok {
 		ts.Fatalf("served: this script has no DNS servers")
 	}
+	per, err := loopback.Served(c.Addrs(), args[0])
+	ts.Check(err)
 	var out strings.Builder
-	for i, addr := range c.Addrs() {
-		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(args[0]), dns.TypeTLSA)
-		m.RecursionDesired = false
-		r, err := dns.Exchange(m, addr)
-		ts.Check(err)
-		for _, rr := range r.Answer {
-			if t, ok := rr.(*dns.TLSA); ok {
-				fmt.Fprintf(&out, "ns%d %d %d %d %s\n", i+1, t.Usage, t.Selector, t.MatchingType, t.Certificate)
-			}
+	for i, rrs := range per {
+		for _, t := range rrs {
+			fmt.Fprintf(&out, "ns%d %d %d %d %s\n", i+1, t.Usage, t.Selector, t.MatchingType, t.Certificate)
 		}
 	}
-	_, err := ts.Stdout().Write([]byte(out.String()))
+	_, err = ts.Stdout().Write([]byte(out.String()))
 	ts.Check(err)
 }

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"context"
-	"net"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/daneroll/daneroll/internal/loopback"
 	"github.com/daneroll/daneroll/internal/pebbletest"
 	"github.com/daneroll/daneroll/internal/tlsservice"
 )
@@ -22,15 +18,18 @@ import (
 const maxWorlds = 2
 
 // TestWorldScript runs the world_* scripts, each against a little internet
-// of its own on loopback, as rollover's engine tests build it: the signed
-// zone of the dns_* scripts with its validating resolver (a script's
-// configuration names it: [dns] resolver = "$RESOLVER"), Pebble validating
-// dns-01 against the zone's primary, and an SMTP service with STARTTLS that
-// serves $WORK/state/live/mail and reloads on SIGHUP to this process. Setup
-// exports, besides what dns_* scripts get:
+// of its own on loopback, as rollover's engine tests build it
+// (internal/loopback, without its configuration): the signed zone of the
+// dns_* scripts with its validating resolver (a script's configuration
+// names it: [dns] resolver = "$RESOLVER"), Pebble validating dns-01 against
+// the zone's primary, and an SMTP service with STARTTLS that serves
+// $WORK/state/live/mail and reloads on SIGHUP to this process. Setup
+// exports NS1, NS2, NS3, RESOLVER and TSIG_SECRET as for dns_* scripts (no
+// Cloudflare API), and:
 //
 //	DIRECTORY   Pebble's ACME directory URL
 //	ROOTS       a PEM file that makes Pebble's HTTPS trusted (acme.ca_roots)
+//	HTTPPORT    where Pebble validates http-01
 //	PORT        the SMTP service's port (TLSA owner _$PORT._tcp.mail.example.test)
 //	TESTPID     this process's pid, for the reload command kill -HUP $TESTPID
 //
@@ -60,41 +59,16 @@ func setupWorld(env *testscript.Env, pebbleBin string) error {
 	if err := setupCommon(env); err != nil {
 		return err
 	}
-	cluster, err := startDNS(env)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	env.Defer(cancel)
-	p, err := pebbletest.Start(ctx, pebbletest.Options{
-		Dir:       filepath.Join(env.WorkDir, ".pebble"),
-		Binary:    pebbleBin,
-		DNSServer: cluster.Primary(),
+	w, err := startWorld(env, loopback.Options{
+		Dir:      filepath.Join(env.WorkDir, ".world"),
+		StateDir: filepath.Join(env.WorkDir, "state"),
+		Pebble:   &pebbletest.Options{Binary: pebbleBin},
+		Services: []loopback.ServiceOptions{{Name: "smtp", Cert: "mail"}},
 	})
 	if err != nil {
 		return err
 	}
-	env.Defer(func() { p.Close() })
-	svc, err := tlsservice.Start(tlsservice.Options{
-		Addr:     "127.0.0.1:0",
-		LiveDir:  filepath.Join(env.WorkDir, "state", "live", "mail"),
-		Protocol: "smtp",
-		Hostname: "mail.example.test",
-	})
-	if err != nil {
-		return err
-	}
-	env.Defer(func() { svc.Close() })
-	svc.ReloadOnSignal(ctx, syscall.SIGHUP)
-	_, port, err := net.SplitHostPort(svc.Addr())
-	if err != nil {
-		return err
-	}
-	env.Setenv("DIRECTORY", p.Directory)
-	env.Setenv("ROOTS", p.RootsFile)
-	env.Setenv("PORT", port)
-	env.Setenv("TESTPID", strconv.Itoa(os.Getpid()))
-	env.Values[serviceKey{}] = svc
+	env.Values[serviceKey{}] = w.Service("smtp").Server
 	return nil
 }
 

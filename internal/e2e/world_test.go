@@ -8,21 +8,18 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/daneroll/daneroll/internal/dnstest"
+	"github.com/daneroll/daneroll/internal/loopback"
 	"github.com/daneroll/daneroll/internal/pebbletest"
 	"github.com/daneroll/daneroll/internal/tlsservice"
 	"github.com/daneroll/daneroll/store"
@@ -57,12 +54,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const tsigSecret = "ZTJlLXRlc3QtdHNpZy1zZWNyZXQtZm9yLWRhbmVyb2xs"
-
 // world is Pebble, a signed zone on three servers and an SMTP service that
-// reloads on SIGHUP, with a daneroll configuration for them.
+// reloads on SIGHUP, with a daneroll configuration for them
+// (internal/loopback).
 type world struct {
 	t        *testing.T
+	lb       *loopback.World
 	dir      string
 	cfg      string
 	state    string
@@ -79,78 +76,18 @@ func newWorld(t *testing.T, policy string, ttl int) *world {
 	if bins.daneroll == "" {
 		t.Skip("end-to-end tests do not run with -short")
 	}
-	w := &world{t: t, dir: t.TempDir(), start: time.Now()}
-	w.state = filepath.Join(w.dir, "state")
-	w.dns = dnstest.StartT(t, dnstest.Options{
-		Origin:      "example.test.",
-		Records:     []string{"mail 60 IN A 127.0.0.1"},
-		Secondaries: 2,
-		Signed:      true,
-		TSIG:        map[string]string{"daneroll.": tsigSecret},
-		SOATTL:      60,
-		NegativeTTL: 1,
+	lb := loopback.StartT(t, loopback.Options{
+		// Pebble passes every challenge unchecked: these tests are about
+		// the TLSA records, not issuance.
+		Pebble:   &pebbletest.Options{Binary: bins.pebble, AlwaysValid: true},
+		Services: []loopback.ServiceOptions{{Name: "smtp", Cert: "mail"}},
+		Config: &loopback.ConfigOptions{
+			Certificates: []loopback.CertificateOptions{{Name: "mail", Policy: policy, TTL: ttl}},
+		},
 	})
-	// The validating resolver a DANE client would use: verify asks it.
-	w.resolver = w.dns.StartResolverT(t)
-	var err error
-	w.pebble, err = pebbletest.Start(context.Background(), pebbletest.Options{
-		Dir: filepath.Join(w.dir, "pebble"), Binary: bins.pebble, AlwaysValid: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.pebble.Close() })
-	w.svc, err = tlsservice.Start(tlsservice.Options{Addr: "127.0.0.1:0", LiveDir: filepath.Join(w.state, "live", "mail"),
-		Protocol: "smtp", Hostname: "mail.example.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.svc.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	w.svc.ReloadOnSignal(ctx, syscall.SIGHUP)
-	_, w.port, _ = net.SplitHostPort(w.svc.Addr())
-
-	secret := filepath.Join(w.dir, "tsig.secret")
-	if err := os.WriteFile(secret, []byte(tsigSecret), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var ns []string
-	for _, a := range w.dns.Addrs() {
-		ns = append(ns, strconv.Quote(a))
-	}
-	w.cfg = filepath.Join(w.dir, "daneroll.toml")
-	conf := fmt.Sprintf(`state_dir = %q
-[acme]
-directory = %q
-accept_tos = true
-ca_roots = [%q]
-[dns]
-confirm_timeout = "1m"
-resolver = %q
-[dns.publisher.ns]
-type = "rfc2136"
-server = %q
-tsig_name = "daneroll."
-tsig_secret_file = %q
-nameservers = [%s]
-[[certificate]]
-name = "mail"
-domains = ["mail.example.test"]
-publisher = "ns"
-key_policy = %q
-tlsa = ["_%s._tcp.mail.example.test"]
-tlsa_ttl = %d
-services = ["smtp"]
-[service.smtp]
-reload = ["kill", "-HUP", "%d"]
-probe = ["smtp://mail.example.test:%s?connect=127.0.0.1"]
-`, w.state, w.pebble.Directory, w.pebble.RootsFile, w.resolver.Addr(), w.dns.Primary(), secret, strings.Join(ns, ", "),
-		policy, w.port, ttl, os.Getpid(), w.port)
-	if err := os.WriteFile(w.cfg, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return w
+	svc := lb.Service("smtp")
+	return &world{t: t, lb: lb, dir: lb.Dir, cfg: lb.ConfigFile, state: lb.StateDir, dns: lb.DNS, resolver: lb.Resolver,
+		pebble: lb.Pebble, svc: svc.Server, port: svc.Port, start: lb.Started}
 }
 
 // result of one daneroll run.
@@ -196,7 +133,7 @@ func (w *world) mustRun(args ...string) string {
 	return r.out
 }
 
-func (w *world) owner() string { return "_" + w.port + "._tcp.mail.example.test." }
+func (w *world) owner() string { return w.lb.Service("smtp").Owner() }
 
 // keyIDs returns the IDs of the current and next key files ("" if absent).
 func (w *world) keyIDs() (current, next string) {
@@ -219,25 +156,12 @@ func (w *world) keyIDs() (current, next string) {
 // they agree.
 func (w *world) servedEverywhere() []string {
 	w.t.Helper()
-	var first []string
-	for i, addr := range w.dns.Addrs() {
-		m := new(dns.Msg)
-		m.SetQuestion(w.owner(), dns.TypeTLSA)
-		r, err := dns.Exchange(m, addr)
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		var got []string
-		for _, rr := range r.Answer {
-			if t, ok := rr.(*dns.TLSA); ok {
-				got = append(got, t.Certificate)
-			}
-		}
-		if i == 0 {
-			first = got
-		} else if strings.Join(sorted(got), ",") != strings.Join(sorted(first), ",") {
-			w.t.Errorf("server %d serves %v, the primary %v", i, got, first)
-		}
+	got, err := w.lb.Published(w.owner())
+	var d *loopback.DisagreeError
+	if errors.As(err, &d) {
+		w.t.Error(err)
+	} else if err != nil {
+		w.t.Fatal(err)
 	}
-	return first
+	return got
 }
