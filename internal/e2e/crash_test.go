@@ -7,12 +7,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/daneroll/daneroll/internal/dnstest"
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -134,55 +134,21 @@ func invariants(policy string) func(*testing.T, *world) {
 // service served a key, every answer any authoritative server gave for the
 // TLSA name that a resolver could still have cached (given up to its TTL,
 // or its negative TTL, after the server stopped giving it) held a record
-// for that key.
+// for that key (see dnstest.CacheGaps).
 func cacheModel(t *testing.T, w *world) {
 	t.Helper()
-	now := time.Now()
-	history := w.dns.History(w.owner(), dns.TypeTLSA)
+	var served []dnstest.KeyServed
 	timeline := w.svc.Timeline()
 	for i, ch := range timeline {
-		if ch.SPKI == "" {
-			continue
-		}
-		from, to := ch.At, now
+		k := dnstest.KeyServed{From: ch.At, SPKI: ch.SPKI}
 		if i+1 < len(timeline) {
-			to = timeline[i+1].At
+			k.To = timeline[i+1].At
 		}
-		for _, h := range history {
-			end := h.To
-			if end.IsZero() {
-				end = now
-			}
-			ttl := h.TTL
-			if h.Negative {
-				ttl = h.NegTTL
-			}
-			cachedUntil := end.Add(time.Duration(ttl) * time.Second)
-			if !(h.From.Before(to) && from.Before(cachedUntil)) {
-				continue // no cache can hold this answer while the key was served
-			}
-			has := false
-			for _, rr := range h.RRs {
-				if t, ok := rr.(*dns.TLSA); ok && t.Selector == 1 && strings.EqualFold(t.Certificate, ch.SPKI) {
-					has = true
-				}
-			}
-			if !has {
-				t.Errorf("key %s… served from %s to %s, but server %d answered %s from %s to %s (cacheable until %s)",
-					ch.SPKI[:12], since(w, from), since(w, to), h.Server, describe(h.Negative, len(h.RRs)),
-					since(w, h.From), since(w, end), since(w, cachedUntil))
-			}
-		}
+		served = append(served, k)
 	}
-}
-
-func since(w *world, t time.Time) string { return fmt.Sprintf("+%.3fs", t.Sub(w.start).Seconds()) }
-
-func describe(negative bool, n int) string {
-	if negative {
-		return "no such record"
+	for _, g := range dnstest.CacheGaps(w.dns.History(w.owner(), dns.TypeTLSA), served, time.Now()) {
+		t.Errorf("%s", g.Describe(w.start))
 	}
-	return fmt.Sprintf("an RRset of %d record(s)", n)
 }
 
 // TestCrashAtEveryStep kills daneroll at every journal write of every kind
