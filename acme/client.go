@@ -367,23 +367,7 @@ func PublicKeyType(pub crypto.PublicKey) string {
 
 // KeyTypeOf names the configured key type a key has ("ec256", …), or "".
 func KeyTypeOf(key crypto.Signer) string {
-	kt, err := certcrypto.GetPrivateKeyType(key)
-	if err != nil {
-		return ""
-	}
-	switch kt {
-	case certcrypto.EC256:
-		return "ec256"
-	case certcrypto.EC384:
-		return "ec384"
-	case certcrypto.RSA2048:
-		return "rsa2048"
-	case certcrypto.RSA3072:
-		return "rsa3072"
-	case certcrypto.RSA4096:
-		return "rsa4096"
-	}
-	return ""
+	return PublicKeyType(key.Public())
 }
 
 func unwrapURL(err error) error {

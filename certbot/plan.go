@@ -3,7 +3,6 @@ package certbot
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -18,6 +17,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/daneroll/daneroll/acme"
 )
 
 // PlanOptions say where daneroll keeps what an import writes.
@@ -298,7 +299,7 @@ func (g *gen) certificate(l *Lineage) {
 		comment(b, fmt.Sprintf("certbot renewed this lineage from %s; daneroll renews every certificate from [acme] directory, "+
 			"so its first renew fetches a new certificate (same key) from there.", l.Server))
 	}
-	if kt := keyType(l.Key); kt != "" {
+	if kt := acme.KeyTypeOf(l.Key); kt != "" {
 		fmt.Fprintf(b, "key_type = %s\n", tomlString(kt))
 	} else {
 		todo("certbot's key is %s, which daneroll cannot make: its first renew changes the key (to [acme] key_type). "+
@@ -589,26 +590,6 @@ func renewBefore(s string) (string, bool) {
 		return "", true
 	}
 	return strconv.Itoa(n) + unit, true
-}
-
-// keyType names daneroll's key_type for key, or "" when daneroll cannot
-// make such keys.
-func keyType(key crypto.Signer) string {
-	switch k := key.Public().(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return "ec256"
-		case elliptic.P384():
-			return "ec384"
-		}
-	case *rsa.PublicKey:
-		switch k.N.BitLen() {
-		case 2048, 3072, 4096:
-			return "rsa" + strconv.Itoa(k.N.BitLen())
-		}
-	}
-	return ""
 }
 
 func keyDesc(key crypto.Signer) string {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/daneroll/daneroll/acme"
 	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/store"
 )
@@ -74,7 +75,7 @@ func TestReadRealTree(t *testing.T) {
 	}
 
 	mail := lineageNamed(t, tr, "mail.example.test")
-	if !mail.ReuseKey || mail.Version != 3 || mail.SameKeyVersions != 2 || len(mail.Older) != 0 || keyType(mail.Key) != "rsa2048" {
+	if !mail.ReuseKey || mail.Version != 3 || mail.SameKeyVersions != 2 || len(mail.Older) != 0 || acme.KeyTypeOf(mail.Key) != "rsa2048" {
 		t.Errorf("mail: reuse %v, version %d, same-key versions %d, older %d, key %s", mail.ReuseKey, mail.Version, mail.SameKeyVersions, len(mail.Older), keyDesc(mail.Key))
 	}
 	if !mail.Since.Before(mail.Leaf.NotBefore) {
@@ -91,7 +92,7 @@ func TestReadRealTree(t *testing.T) {
 	}
 
 	www := lineageNamed(t, tr, "www.example.test")
-	if www.ReuseKey || www.Version != 3 || len(www.Older) != 2 || www.SameKeyVersions != 0 || keyType(www.Key) != "ec384" {
+	if www.ReuseKey || www.Version != 3 || len(www.Older) != 2 || www.SameKeyVersions != 0 || acme.KeyTypeOf(www.Key) != "ec384" {
 		t.Errorf("www: reuse %v, version %d, older %d, same-key %d, key %s", www.ReuseKey, www.Version, len(www.Older), www.SameKeyVersions, keyDesc(www.Key))
 	}
 	if !www.Since.Equal(www.Leaf.NotBefore) {
@@ -101,7 +102,7 @@ func TestReadRealTree(t *testing.T) {
 		t.Errorf("www: %s %+v", www.Authenticator, www.WebrootMap)
 	}
 	dup := lineageNamed(t, tr, "www.example.test-0001")
-	if keyType(dup.Key) != "ec256" || len(dup.Older) != 2 || !slices.Equal(dup.Domains, []string{"www.example.test"}) {
+	if acme.KeyTypeOf(dup.Key) != "ec256" || len(dup.Older) != 2 || !slices.Equal(dup.Domains, []string{"www.example.test"}) {
 		t.Errorf("www-0001: key %s, older %d, domains %v", keyDesc(dup.Key), len(dup.Older), dup.Domains)
 	}
 	old := lineageNamed(t, tr, "old.example.test")
