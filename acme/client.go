@@ -53,6 +53,8 @@ import (
 	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/registration"
 
+	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/internal/smallfile"
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -234,6 +236,9 @@ func register(ctx context.Context, lc *lego.Client, eab *EAB) (*legoacme.Extende
 	return reg, nil
 }
 
+// maxCARoots bounds a ca_roots file, as the configuration's validation does.
+const maxCARoots = config.MaxPEMFile
+
 // httpClient trusts the system roots plus the given PEM files.
 func httpClient(roots []string) (*http.Client, error) {
 	pool, err := x509.SystemCertPool()
@@ -241,7 +246,7 @@ func httpClient(roots []string) (*http.Client, error) {
 		pool = x509.NewCertPool()
 	}
 	for _, f := range roots {
-		data, err := os.ReadFile(f)
+		data, err := smallfile.Read(f, maxCARoots)
 		if err != nil {
 			return nil, fmt.Errorf("acme: ca_roots: %w", err)
 		}

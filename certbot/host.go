@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -14,9 +13,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/daneroll/daneroll/internal/smallfile"
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -187,26 +186,7 @@ func cronLines(data []byte) []cronLine {
 }
 
 func readCronFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxCronFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(data) > maxCronFile {
-		return nil, fmt.Errorf("%s: larger than %d KiB: not a crontab", path, maxCronFile>>10)
-	}
-	return data, nil
+	return smallfile.Read(path, maxCronFile)
 }
 
 // run runs argv with stdin, and returns its standard output and error.

@@ -36,6 +36,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/daneroll/daneroll/internal/smallfile"
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -721,22 +722,7 @@ func (r *reader) readOutside(l *Lineage, file string, limit int64) ([]byte, stri
 			return data, r.path(filepath.ToSlash(rel)), err
 		}
 	}
-	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, file, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, file, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, file, fmt.Errorf("%s: not a regular file", file)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err == nil && int64(len(data)) > limit {
-		err = fmt.Errorf("%s: larger than %d KiB", file, limit>>10)
-	}
+	data, err := smallfile.Read(file, limit)
 	return data, file, err
 }
 

@@ -97,6 +97,11 @@ func TestBadConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(groupReadable, 0o640)
+	// Not a token: someone named the wrong file.
+	huge := filepath.Join(dir, "huge.token")
+	if err := os.WriteFile(huge, make([]byte, MaxSecretFile+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("DANEROLL_TEST_EMPTY", "")
 	const cert = "\n[[certificate]]\ndomains = [\"a.example.org\"]\n"
 	tests := []struct {
@@ -129,6 +134,7 @@ func TestBadConfigs(t *testing.T) {
 		{"tlsa params 2 1 1", "[dns.publisher.m]\ntype = \"manual\"\n" + cert + "publisher = \"m\"\ntlsa_params = [\"2 1 1\"]\n", `only 3 (DANE-EE) is managed`, 7},
 		{"missing token file", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + dir + "/nope\"\n", `/nope: no such file or directory`, 3},
 		{"world-readable token", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + worldReadable + "\"\n", `is readable or writable by group or others (mode 0644)`, 3},
+		{"huge token file", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_file = \"" + huge + "\"\n", `is 65537 bytes, more than a secret can be (64 KiB)`, 3},
 		{"token env not set", "[dns.publisher.cf]\ntype = \"cloudflare\"\napi_token_env = \"DANEROLL_TEST_EMPTY\"\n", `environment variable DANEROLL_TEST_EMPTY is not set`, 3},
 		{"no token at all", "[dns.publisher.cf]\ntype = \"cloudflare\"\n", `missing api_token_file`, 1},
 		{"rfc2136 without tsig", "[dns.publisher.ns]\ntype = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_secret_file = \"" + dir + "/tsig.secret\"\n", `needs tsig_name`, 1},

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/daneroll/daneroll/internal/smallfile"
 )
 
 // Error is one problem in a configuration file.
@@ -89,11 +92,19 @@ func Load(path string) (*Config, error) {
 // maxConfig bounds the configuration file; a real one is a few KiB.
 const maxConfig = 4 << 20
 
+// Limits on the files a configuration names, checked here and again when
+// daneroll reads them: a bundle of PEM certificates (ca_roots) and a token
+// or TSIG secret.
+const (
+	MaxPEMFile    = 1 << 20
+	MaxSecretFile = 64 << 10
+)
+
 // readConfig reads the configuration after checking that only the user
 // daneroll runs as, or root, can change it: it names the commands daneroll
 // runs, typically as root.
 func readConfig(path string) ([]byte, error) {
-	data, err := readSmall(path, maxConfig, func(fi os.FileInfo) error {
+	data, err := smallfile.ReadChecked(path, maxConfig, func(fi fs.FileInfo) error {
 		if fi.IsDir() {
 			return &Error{Msg: "is a directory, not a configuration file"}
 		}
@@ -109,7 +120,7 @@ func readConfig(path string) ([]byte, error) {
 	})
 	var ce *Error
 	if err != nil && !errors.As(err, &ce) && !errors.Is(err, os.ErrNotExist) {
-		return nil, &Error{Msg: err.Error()}
+		return nil, &Error{Msg: unwrapPath(err).Error()}
 	}
 	return data, err
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/url"
@@ -22,6 +21,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/idna"
+
+	"github.com/daneroll/daneroll/internal/smallfile"
 
 	"github.com/daneroll/daneroll/services"
 )
@@ -206,7 +207,7 @@ func (v *validator) keyType(path, label, kt string) {
 }
 
 func (v *validator) pemCerts(path, file string) {
-	data, err := readSmall(file, 1<<20, nil)
+	data, err := smallfile.Read(file, MaxPEMFile)
 	if err != nil {
 		v.fail(path, "", "%s: cannot read %s: %v", lastKey(path), file, unwrapPath(err))
 		return
@@ -358,6 +359,10 @@ func (v *validator) secret(path, label, name string, file *string, env string) {
 		if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
 			v.fail(key, fmt.Sprintf("chown %d %s", os.Geteuid(), *file), "%s: %s_file: %s is owned by uid %d, not by root or the user daneroll runs as (uid %d)",
 				label, name, *file, uid, os.Geteuid())
+			return
+		}
+		if fi.Size() > MaxSecretFile {
+			v.fail(key, "", "%s: %s_file: %s is %d bytes, more than a secret can be (%d KiB)", label, name, *file, fi.Size(), MaxSecretFile>>10)
 			return
 		}
 		if fi.Mode().Perm()&0o077 != 0 {
@@ -856,35 +861,4 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// readSmall reads a regular file of at most limit bytes, after check (if
-// any) accepts what the open file is: a device or a FIFO named by mistake
-// must not hang or exhaust daneroll.
-func readSmall(path string, limit int64, check func(os.FileInfo) error) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if check != nil {
-		if err := check(fi); err != nil {
-			return nil, err
-		}
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("larger than %d KiB: not what belongs there", limit>>10)
-	}
-	return data, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/daneroll/daneroll/dane/cloudflare"
 	"github.com/daneroll/daneroll/dane/manual"
 	"github.com/daneroll/daneroll/dane/rfc2136"
+	"github.com/daneroll/daneroll/internal/smallfile"
 	"github.com/daneroll/daneroll/services"
 	"github.com/daneroll/daneroll/store"
 )
@@ -219,7 +220,7 @@ func readSecret(file, env string) (string, error) {
 		}
 		return v, nil
 	}
-	data, err := os.ReadFile(file)
+	data, err := smallfile.Read(file, config.MaxSecretFile)
 	if err != nil {
 		return "", err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/daneroll/daneroll/config"
 	"github.com/daneroll/daneroll/dane"
+	"github.com/daneroll/daneroll/internal/smallfile"
 	"github.com/daneroll/daneroll/rollover"
 	"github.com/daneroll/daneroll/store"
 )
@@ -224,7 +224,7 @@ func (c *cli) tlsaForFile(file string, usage, selector, matching uint, owner str
 	if usage > 3 || selector > 1 || matching > 2 {
 		return c.usageError("--usage must be 0-3, --selector 0-1, --matching 0-2")
 	}
-	data, err := os.ReadFile(file)
+	data, err := smallfile.Read(file, config.MaxPEMFile)
 	if err != nil {
 		return c.fail(err)
 	}
