@@ -27,8 +27,13 @@ test-short:
 demo: build
 	$(GO) run ./internal/demo -daneroll bin/daneroll
 
-bench:
+# The Go benchmarks, then daneroll side by side with Debian's certbot on
+# the same Pebble (internal/sidebyside: several minutes, most of it certbot
+# issuing; SIDEBYSIDE=-quick for a smoke run). The README shows its table.
+SIDEBYSIDE ?=
+bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./...
+	$(GO) run ./internal/sidebyside $(SIDEBYSIDE)
 
 # Every fuzz target for FUZZTIME each (make test runs their seed corpora,
 # under testdata/fuzz, as ordinary tests). A failure stops at the first
