@@ -94,7 +94,11 @@ func (t *Tree) Plan(opts PlanOptions) (*Plan, error) {
 		return nil, fmt.Errorf("%s: no certbot lineages (renewal/*.conf)", t.Dir)
 	}
 	p := &Plan{Lineages: t.Lineages}
-	g := &gen{t: t, p: p, opts: opts, services: map[string]*Service{}}
+	g := &gen{t: t, p: p, opts: opts, services: map[string]*Service{}, twins: map[string][]string{}}
+	for _, l := range t.Lineages {
+		k := namesKey(l.Domains)
+		g.twins[k] = append(g.twins[k], l.Name)
+	}
 	g.chooseServer()
 	for _, l := range t.Lineages {
 		g.certificate(l)
@@ -116,6 +120,11 @@ type gen struct {
 	serviceOrder []string
 	certs        strings.Builder
 	manual       bool // a manual publisher is needed
+
+	// twins are the lineages of each set of names (namesKey), in the
+	// tree's order: certbot makes more than one with --duplicate or a
+	// second certonly.
+	twins map[string][]string
 }
 
 type publisher struct {
@@ -236,16 +245,28 @@ func (g *gen) write() {
 	g.p.Config = []byte(b.String())
 }
 
-func sameNames(a, b []string) bool {
-	norm := func(in []string) []string {
-		out := make([]string, len(in))
-		for i, s := range in {
-			out[i] = strings.ToLower(s)
-		}
-		slices.Sort(out)
-		return slices.Compact(out)
+// namesKey is the same for lineages of the same names, whatever their order
+// and case.
+func namesKey(domains []string) string {
+	out := make([]string, len(domains))
+	for i, s := range domains {
+		out[i] = strings.ToLower(s)
 	}
-	return slices.Equal(norm(a), norm(b))
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), " ")
+}
+
+// someOf names at most limit of names, saying how many more there are, with
+// the verb that goes with them: "lineage a has", "lineages a, b and 3
+// more have".
+func someOf(names []string, limit int, one, many string) string {
+	if len(names) == 1 {
+		return one + " " + names[0] + " has"
+	}
+	if len(names) <= limit {
+		return many + " " + strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1] + " have"
+	}
+	return fmt.Sprintf("%s %s and %d more have", many, strings.Join(names[:limit], ", "), len(names)-limit)
 }
 
 // directoryName writes certbot's default servers as daneroll's aliases.
@@ -287,11 +308,9 @@ func (g *gen) certificate(l *Lineage) {
 	for _, w := range l.Warnings {
 		comment(b, "Note: "+w+".")
 	}
-	for _, other := range g.t.Lineages {
-		if other != l && sameNames(other.Domains, l.Domains) {
-			comment(b, fmt.Sprintf("Note: lineage %s has the same names (certbot made one of them with --duplicate or a second certonly); "+
-				"if your services use only one, delete the other here.", other.Name))
-		}
+	if others := slices.DeleteFunc(slices.Clone(g.twins[namesKey(l.Domains)]), func(n string) bool { return n == l.Name }); len(others) > 0 {
+		comment(b, fmt.Sprintf("Note: %s the same names (certbot made them with --duplicate or a second certonly); "+
+			"if your services use only one, delete the others here.", someOf(others, 3, "lineage", "lineages")))
 	}
 	fmt.Fprintf(b, "name = %s\n", tomlString(l.Name))
 	fmt.Fprintf(b, "domains = %s\n", tomlArray(l.Domains))

@@ -2,6 +2,7 @@ package certbot
 
 import (
 	"bytes"
+	"fmt"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -509,5 +510,42 @@ func TestPlanSettings(t *testing.T) {
 	}
 	if len(p.Notes) != 3 {
 		t.Errorf("notes %q", p.Notes)
+	}
+}
+
+// certbot makes a lineage per --duplicate: a host with many of the same
+// names gets one note on each, not one per pair (1000 clones of five
+// certificates once made a 36 MB configuration that daneroll refused).
+func TestPlanManyDuplicates(t *testing.T) {
+	dir, _ := certbotTree(t)
+	tr, err := Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	www := lineageNamed(t, tr, "www.example.test")
+	const clones = 300
+	for i := range clones {
+		c := *www
+		c.Name = fmt.Sprintf("www.example.test-%04d", i+2)
+		tr.Lineages = append(tr.Lineages, &c)
+	}
+	p, err := tr.Plan(PlanOptions{StateDir: "/s", SecretsDir: "/e", Now: time.Now(), RekeyAfter: config.DefaultRekey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Parse("daneroll.toml", string(p.Config)); err != nil {
+		t.Fatalf("the configuration does not load: %v", err)
+	}
+	if per := len(p.Config) / len(tr.Lineages); per > 4<<10 {
+		t.Errorf("%d bytes of configuration per lineage", per)
+	}
+	text := unwrapComments(string(p.Config))
+	// www, www-0001 and the clones: each has 301 others.
+	want := "Note: lineages www.example.test-0001, www.example.test-0002, www.example.test-0003 and 298 more have the same names"
+	if n := strings.Count(text, want); n != 1 {
+		t.Errorf("%d × %q", n, want)
+	}
+	if n := strings.Count(text, "the same names"); n != clones+2 {
+		t.Errorf("%d notes on the same names, want %d", n, clones+2)
 	}
 }
