@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -102,27 +103,39 @@ const ws = `\t\n\v\f\r \x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{
 
 // configobj's own regular expressions, with Python's \s spelled out. Go's
 // regexp prefers submatches the way Python's backtracking does
-// (leftmost-first), so the captures are the same.
-var (
-	keywordRE = regexp.MustCompile(`^([` + ws + `]*)("[^\n]*?"|'[^\n]*?'|[^'"=][^\n]*?)[` + ws + `]*=[` + ws + `]*([^\n]*)$`)
-	sectionRE = regexp.MustCompile(`^([` + ws + `]*)((?:\[[` + ws + `]*)+)` +
-		`("[` + ws + `]*[^` + ws + `][^\n]*?[` + ws + `]*"|'[` + ws + `]*[^` + ws + `][^\n]*?[` + ws + `]*'|[^'"` + ws + `][^\n]*?)` +
-		`((?:[` + ws + `]*\])+)[` + ws + `]*(#[^\n]*)?$`)
-	// configobj's value expression has, as the last alternative of the
-	// final item, an empty match that may not follow a comma; Go has no
-	// look-behind, so parseValue makes up for it.
-	valueRE = regexp.MustCompile(`^(?:(?:((?:(?:"[^\n]*?"|'[^\n]*?'|[^'",#][^,#]*?)[` + ws + `]*,[` + ws + `]*)*)` +
-		`("[^\n]*?"|'[^\n]*?'|[^'",#` + ws + `][^,]*?)?)|(,))[` + ws + `]*(#[^\n]*)?$`)
-	listItemRE     = regexp.MustCompile(`("[^\n]*?"|'[^\n]*?'|(?:[^'",#]?[^\n]*?))[` + ws + `]*,[` + ws + `]*`)
-	tripleSingleRE = map[string]*regexp.Regexp{
-		`'''`: regexp.MustCompile(`^'''([^\n]*?)'''[` + ws + `]*(#[^\n]*)?$`),
-		`"""`: regexp.MustCompile(`^"""([^\n]*?)"""[` + ws + `]*(#[^\n]*)?$`),
+// (leftmost-first), so the captures are the same. They are compiled on
+// first use: compiling them takes milliseconds that every daneroll
+// command would pay at start-up, and only import-certbot parses
+// certbot's files.
+type confRegexps struct {
+	keyword, section, value, listItem *regexp.Regexp
+	// tripleSingle matches a value that opens and closes with the quote
+	// (the map key), tripleEnd the line that closes it.
+	tripleSingle, tripleEnd map[string]*regexp.Regexp
+}
+
+var confRE = sync.OnceValue(func() *confRegexps {
+	return &confRegexps{
+		keyword: regexp.MustCompile(`^([` + ws + `]*)("[^\n]*?"|'[^\n]*?'|[^'"=][^\n]*?)[` + ws + `]*=[` + ws + `]*([^\n]*)$`),
+		section: regexp.MustCompile(`^([` + ws + `]*)((?:\[[` + ws + `]*)+)` +
+			`("[` + ws + `]*[^` + ws + `][^\n]*?[` + ws + `]*"|'[` + ws + `]*[^` + ws + `][^\n]*?[` + ws + `]*'|[^'"` + ws + `][^\n]*?)` +
+			`((?:[` + ws + `]*\])+)[` + ws + `]*(#[^\n]*)?$`),
+		// configobj's value expression has, as the last alternative of
+		// the final item, an empty match that may not follow a comma; Go
+		// has no look-behind, so parseValue makes up for it.
+		value: regexp.MustCompile(`^(?:(?:((?:(?:"[^\n]*?"|'[^\n]*?'|[^'",#][^,#]*?)[` + ws + `]*,[` + ws + `]*)*)` +
+			`("[^\n]*?"|'[^\n]*?'|[^'",#` + ws + `][^,]*?)?)|(,))[` + ws + `]*(#[^\n]*)?$`),
+		listItem: regexp.MustCompile(`("[^\n]*?"|'[^\n]*?'|(?:[^'",#]?[^\n]*?))[` + ws + `]*,[` + ws + `]*`),
+		tripleSingle: map[string]*regexp.Regexp{
+			`'''`: regexp.MustCompile(`^'''([^\n]*?)'''[` + ws + `]*(#[^\n]*)?$`),
+			`"""`: regexp.MustCompile(`^"""([^\n]*?)"""[` + ws + `]*(#[^\n]*)?$`),
+		},
+		tripleEnd: map[string]*regexp.Regexp{
+			`'''`: regexp.MustCompile(`^([^\n]*?)'''[` + ws + `]*(#[^\n]*)?$`),
+			`"""`: regexp.MustCompile(`^([^\n]*?)"""[` + ws + `]*(#[^\n]*)?$`),
+		},
 	}
-	tripleEndRE = map[string]*regexp.Regexp{
-		`'''`: regexp.MustCompile(`^([^\n]*?)'''[` + ws + `]*(#[^\n]*)?$`),
-		`"""`: regexp.MustCompile(`^([^\n]*?)"""[` + ws + `]*(#[^\n]*)?$`),
-	}
-)
+})
 
 func isSpace(r rune) bool {
 	switch {
@@ -175,7 +188,7 @@ func (p *confParser) parse() (*Conf, error) {
 		if s == "" || strings.HasPrefix(s, "#") {
 			continue
 		}
-		if m := sectionRE.FindStringSubmatch(line); m != nil {
+		if m := confRE().section.FindStringSubmatch(line); m != nil {
 			depth := strings.Count(m[2], "[")
 			if depth != strings.Count(m[4], "]") {
 				return nil, p.errorf(i, "section %s: unbalanced brackets", quoteForError(m[3]))
@@ -204,7 +217,7 @@ func (p *confParser) parse() (*Conf, error) {
 			cur = sec
 			continue
 		}
-		m := keywordRE.FindStringSubmatch(line)
+		m := confRE().keyword.FindStringSubmatch(line)
 		if m == nil {
 			return nil, p.errorf(i, "cannot read %s: neither a section nor key = value", quoteForError(s))
 		}
@@ -236,7 +249,7 @@ func (p *confParser) parse() (*Conf, error) {
 // multiline reads a triple-quoted value that starts on line i, and returns
 // it with the index of its last line.
 func (p *confParser) multiline(i int, quote, rawValue string) (string, int, error) {
-	if m := tripleSingleRE[quote].FindStringSubmatch(rawValue); m != nil {
+	if m := confRE().tripleSingle[quote].FindStringSubmatch(rawValue); m != nil {
 		return m[1], i, nil
 	}
 	value := rawValue[3:]
@@ -248,7 +261,7 @@ func (p *confParser) multiline(i int, quote, rawValue string) (string, int, erro
 			value += "\n" + p.lines[j]
 			continue
 		}
-		m := tripleEndRE[quote].FindStringSubmatch(p.lines[j])
+		m := confRE().tripleEnd[quote].FindStringSubmatch(p.lines[j])
 		if m == nil {
 			return "", 0, p.errorf(i, "text after the closing %s on line %d", quote, j+1)
 		}
@@ -259,7 +272,7 @@ func (p *confParser) multiline(i int, quote, rawValue string) (string, int, erro
 
 // parseValue is configobj's _handle_value with list values on.
 func parseValue(s string) (items []string, list, ok bool) {
-	m := valueRE.FindStringSubmatchIndex(s)
+	m := confRE().value.FindStringSubmatchIndex(s)
 	if m == nil {
 		return nil, false, false
 	}
@@ -281,7 +294,7 @@ func parseValue(s string) (items []string, list, ok bool) {
 	if listPart == "" {
 		return []string{unquote(single)}, false, true
 	}
-	for _, it := range listItemRE.FindAllStringSubmatch(listPart, -1) {
+	for _, it := range confRE().listItem.FindAllStringSubmatch(listPart, -1) {
 		if it[1] == "" {
 			return nil, false, false
 		}

@@ -549,3 +549,21 @@ func TestPlanManyDuplicates(t *testing.T) {
 		t.Errorf("%d notes on the same names, want %d", n, clones+2)
 	}
 }
+
+func TestAccountID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"0123456789abcdef0123456789abcdef": true,
+		"A_b-9":                            true,
+		strings.Repeat("a", 128):           true,
+		strings.Repeat("a", 129):           false,
+		"":                                 false,
+		"..":                               false,
+		"a/b":                              false,
+		"é":                                false,
+		"a b":                              false,
+	} {
+		if got := accountID(id); got != want {
+			t.Errorf("accountID(%q) = %v", id, got)
+		}
+	}
+}
