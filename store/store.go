@@ -603,9 +603,12 @@ func (s *Store) ReadJSONBytes(rel string, v any) ([]byte, error) {
 	return data, nil
 }
 
-// EncodeJSON is what WriteJSON writes for v.
+// EncodeJSON is what WriteJSON writes for v: one line of JSON (`jq .` shows
+// it indented). Not indented on disk: a run that changes nothing encodes
+// every certificate's journal to see that it changed nothing, and indenting
+// was most of that.
 func EncodeJSON(v any) ([]byte, error) {
-	data, err := json.MarshalIndent(v, "", "  ")
+	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -59,8 +60,12 @@ func trustDir(path string, fi fs.FileInfo) error {
 
 // trustOwner checks that fi is owned by the effective user and has none of
 // the permission bits in forbidden.
+// effectiveUID is os.Geteuid, asked once: the checks ask for every file,
+// and daneroll never changes its user.
+var effectiveUID = sync.OnceValue(os.Geteuid)
+
 func trustOwner(path string, fi fs.FileInfo, forbidden fs.FileMode, what string) error {
-	euid := os.Geteuid()
+	euid := effectiveUID()
 	if uid, ok := ownerOf(fi); ok && uid != euid {
 		return &UntrustedError{Path: path,
 			Reason: fmt.Sprintf("owned by uid %d, not by the user daneroll runs as (uid %d); refusing what another user could have written", uid, euid),
