@@ -70,6 +70,14 @@ flags:
 `
 
 func main() {
+	// A run's live heap is small (the configuration and one journal per
+	// certificate) and mostly garbage soon after it is read: at the default
+	// GOGC of 100, collecting took a third of a 1000-certificate run that
+	// had nothing to do. 400 costs a few MiB more at peak. An operator's
+	// GOGC wins.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(400)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
