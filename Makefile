@@ -3,9 +3,11 @@ GO ?= go
 .PHONY: build test test-deps test-short demo bench fuzz lint clean
 
 # -buildvcs=auto: the VCS revision goes into the binary (daneroll version)
-# even where GOFLAGS turns it off.
+# even where GOFLAGS turns it off. CGO_ENABLED=0: a static binary with Go's
+# own resolver starts a millisecond sooner (no dynamic loader, no libc),
+# which is a tenth of a run that has nothing to do.
 build:
-	$(GO) build -buildvcs=auto -o bin/daneroll ./cmd/daneroll
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o bin/daneroll ./cmd/daneroll
 
 # Everything, real servers included (BIND 9, unbound, postfix, certbot…).
 # scripts/test-deps installs what is missing (as root; otherwise it names the

@@ -105,7 +105,9 @@ func setup(ctx context.Context, o options, progress io.Writer) (*bench, error) {
 	}
 	b.logf("working in %s; building daneroll and Pebble", dir)
 	for bin, pkg := range map[string]string{b.daneroll: "./cmd/daneroll", b.spawn: "./internal/sidebyside/spawn"} {
+		// As make build builds it: static, no cgo (see the Makefile).
 		build := exec.CommandContext(ctx, "go", "build", "-buildvcs=auto", "-o", bin, pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			return fail(fmt.Errorf("build %s: %v\n%s", pkg, err, out))
 		}
