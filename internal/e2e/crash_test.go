@@ -55,12 +55,12 @@ func crashPoints(t *testing.T, fresh func() *world, w *world, args []string, che
 			kills++
 			// A service may pick up the live set at any moment (a new
 			// smtpd process, a restart): the worst case is right now.
-			_ = w.svc.Reload()
+			w.reloadAll()
 			rec := w.daneroll("", "renew")
 			if rec.code != 0 || rec.killed {
 				t.Fatalf("%s: the run after the kill failed (exit %d):\n%s", fp, rec.code, rec.out)
 			}
-			_ = w.svc.Reload()
+			w.reloadAll()
 			t.Logf("%s: killed, recovered", fp)
 			check(t, w)
 			if t.Failed() {
@@ -78,67 +78,75 @@ func crashPoints(t *testing.T, fresh func() *world, w *world, args []string, che
 func invariants(policy string) func(*testing.T, *world) {
 	return func(t *testing.T, w *world) {
 		t.Helper()
-		s, err := store.OpenReadOnly(w.state)
-		if err != nil {
-			t.Fatal(err)
+		for _, name := range w.certs {
+			certInvariants(t, w, name, policy)
 		}
-		var j struct {
-			Txn *struct{ Kind, Step string } `json:"txn"`
-		}
-		if _, err := s.ReadJSON(store.JournalPath("mail"), &j); err != nil {
-			t.Fatal(err)
-		}
-		if j.Txn != nil {
-			t.Errorf("a %s transaction is still pending at %s", j.Txn.Kind, j.Txn.Step)
-		}
-		current, next := w.keyIDs()
-		live, err := s.Live("mail")
-		if err != nil || live == nil {
-			t.Fatalf("no live set: %v", err)
-		}
-		leaf, _ := live.Leaf()
-		liveKey := spkiHex(leaf.PublicKey)
-		if current == "" || current != liveKey {
-			t.Errorf("current key %q, live set key %q: a key was lost or not promoted", current, liveKey)
-		}
-		if served := w.svc.Served(); served != liveKey {
-			t.Errorf("the service serves %s, the live set holds %s", served, liveKey)
-		}
-		want := []string{current}
-		switch policy {
-		case "rollover":
-			if next == "" || next == current {
-				t.Errorf("rollover without a distinct next key (%q)", next)
-			}
-			want = append(want, next)
-		default:
-			if next != "" && policy == "reuse" {
-				t.Errorf("reuse with a next key %s", next)
-			}
-		}
-		if got := w.servedEverywhere(); !slices.Equal(sorted(got), sorted(want)) {
-			t.Errorf("published %v, want exactly %v: a stale or missing record", got, want)
-		}
-		m := new(dns.Msg)
-		m.SetQuestion("_acme-challenge.mail.example.test.", dns.TypeTXT)
-		if r, err := dns.Exchange(m, w.dns.Primary()); err != nil {
-			t.Fatal(err)
-		} else if len(r.Answer) > 0 {
-			t.Errorf("dns-01 records left in the zone: %v", r.Answer)
-		}
-		cacheModel(t, w)
 	}
 }
 
+func certInvariants(t *testing.T, w *world, name, policy string) {
+	t.Helper()
+	s, err := store.OpenReadOnly(w.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		Txn *struct{ Kind, Step string } `json:"txn"`
+	}
+	if _, err := s.ReadJSON(store.JournalPath(name), &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.Txn != nil {
+		t.Errorf("%s: a %s transaction is still pending at %s", name, j.Txn.Kind, j.Txn.Step)
+	}
+	current, next := w.keyIDsOf(name)
+	live, err := s.Live(name)
+	if err != nil || live == nil {
+		t.Fatalf("%s: no live set: %v", name, err)
+	}
+	leaf, _ := live.Leaf()
+	liveKey := spkiHex(leaf.PublicKey)
+	if current == "" || current != liveKey {
+		t.Errorf("%s: current key %q, live set key %q: a key was lost or not promoted", name, current, liveKey)
+	}
+	svc := w.lb.Service(serviceOf(name)).Server
+	if served := svc.Served(); served != liveKey {
+		t.Errorf("%s: the service serves %s, the live set holds %s", name, served, liveKey)
+	}
+	want := []string{current}
+	switch policy {
+	case "rollover":
+		if next == "" || next == current {
+			t.Errorf("%s: rollover without a distinct next key (%q)", name, next)
+		}
+		want = append(want, next)
+	default:
+		if next != "" && policy == "reuse" {
+			t.Errorf("%s: reuse with a next key %s", name, next)
+		}
+	}
+	if got := w.publishedFor(name); !slices.Equal(sorted(got), sorted(want)) {
+		t.Errorf("%s: published %v, want exactly %v: a stale or missing record", name, got, want)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("_acme-challenge."+name+".example.test.", dns.TypeTXT)
+	if r, err := dns.Exchange(m, w.dns.Primary()); err != nil {
+		t.Fatal(err)
+	} else if len(r.Answer) > 0 {
+		t.Errorf("%s: dns-01 records left in the zone: %v", name, r.Answer)
+	}
+	cacheModel(t, w, name)
+}
+
 // cacheModel checks, over the whole history so far, that whenever the
-// service served a key, every answer any authoritative server gave for the
-// TLSA name that a resolver could still have cached (given up to its TTL,
-// or its negative TTL, after the server stopped giving it) held a record
-// for that key (see dnstest.CacheGaps).
-func cacheModel(t *testing.T, w *world) {
+// service of certificate name served a key, every answer any authoritative
+// server gave for its TLSA name that a resolver could still have cached
+// (given up to its TTL, or its negative TTL, after the server stopped
+// giving it) held a record for that key (see dnstest.CacheGaps).
+func cacheModel(t *testing.T, w *world, name string) {
 	t.Helper()
 	var served []dnstest.KeyServed
-	timeline := w.svc.Timeline()
+	timeline := w.lb.Service(serviceOf(name)).Server.Timeline()
 	for i, ch := range timeline {
 		k := dnstest.KeyServed{From: ch.At, SPKI: ch.SPKI}
 		if i+1 < len(timeline) {
@@ -146,8 +154,8 @@ func cacheModel(t *testing.T, w *world) {
 		}
 		served = append(served, k)
 	}
-	for _, g := range dnstest.CacheGaps(w.dns.History(w.owner(), dns.TypeTLSA), served, time.Now()) {
-		t.Errorf("%s", g.Describe(w.start))
+	for _, g := range dnstest.CacheGaps(w.dns.History(w.ownerOf(name), dns.TypeTLSA), served, time.Now()) {
+		t.Errorf("%s: %s", name, g.Describe(w.start))
 	}
 }
 
@@ -181,5 +189,15 @@ func TestCrashAtEveryStep(t *testing.T) {
 			t.Logf("%s %v: %d crash points", policy, args, n)
 		})
 	}
+	// Two certificates changing keys in one run, their transactions
+	// side by side (the default concurrency): a kill at any journal
+	// write of either leaves both whole.
+	t.Run("fresh/change/two at once", func(t *testing.T) {
+		w := newWorldOf(t, "fresh", 1, "mail", "mx")
+		w.mustRun("renew")
+		n := crashPoints(t, nil, w, []string{"renew", "--force"}, invariants("fresh"))
+		total += n
+		t.Logf("two certificates, fresh renew --force: %d crash points", n)
+	})
 	t.Logf("crash points tried: %d", total)
 }

@@ -66,28 +66,53 @@ type world struct {
 	dns      *dnstest.Cluster
 	resolver *dnstest.Resolver
 	pebble   *pebbletest.Pebble
-	svc      *tlsservice.Server
-	port     string
-	start    time.Time
+	// svc and port are the service of "mail", when there is one.
+	svc  *tlsservice.Server
+	port string
+	// certs are the certificates' names.
+	certs []string
+	start time.Time
 }
 
 func newWorld(t *testing.T, policy string, ttl int) *world {
+	return newWorldOf(t, policy, ttl, "mail")
+}
+
+// newWorldOf is newWorld with a certificate of each name, each with its
+// own SMTP service: "mail" has "smtp", another name NAME has "smtp-NAME".
+func newWorldOf(t *testing.T, policy string, ttl int, names ...string) *world {
 	t.Helper()
 	if bins.daneroll == "" {
 		t.Skip("end-to-end tests do not run with -short")
+	}
+	var svcs []loopback.ServiceOptions
+	var certs []loopback.CertificateOptions
+	for _, name := range names {
+		svcs = append(svcs, loopback.ServiceOptions{Name: serviceOf(name), Cert: name})
+		certs = append(certs, loopback.CertificateOptions{Name: name, Policy: policy, TTL: ttl})
 	}
 	lb := loopback.StartT(t, loopback.Options{
 		// Pebble passes every challenge unchecked: these tests are about
 		// the TLSA records, not issuance.
 		Pebble:   &pebbletest.Options{Binary: bins.pebble, AlwaysValid: true},
-		Services: []loopback.ServiceOptions{{Name: "smtp", Cert: "mail"}},
-		Config: &loopback.ConfigOptions{
-			Certificates: []loopback.CertificateOptions{{Name: "mail", Policy: policy, TTL: ttl}},
-		},
+		Services: svcs,
+		Config:   &loopback.ConfigOptions{Certificates: certs},
 	})
 	svc := lb.Service("smtp")
-	return &world{t: t, lb: lb, dir: lb.Dir, cfg: lb.ConfigFile, state: lb.StateDir, dns: lb.DNS, resolver: lb.Resolver,
-		pebble: lb.Pebble, svc: svc.Server, port: svc.Port, start: lb.Started}
+	w := &world{t: t, lb: lb, dir: lb.Dir, cfg: lb.ConfigFile, state: lb.StateDir, dns: lb.DNS, resolver: lb.Resolver,
+		pebble: lb.Pebble, certs: names, start: lb.Started}
+	if svc != nil {
+		w.svc, w.port = svc.Server, svc.Port
+	}
+	return w
+}
+
+// serviceOf names the service of certificate name in worlds of newWorldOf.
+func serviceOf(name string) string {
+	if name == "mail" {
+		return "smtp"
+	}
+	return "smtp-" + name
 }
 
 // result of one daneroll run.
@@ -133,17 +158,26 @@ func (w *world) mustRun(args ...string) string {
 	return r.out
 }
 
-func (w *world) owner() string { return w.lb.Service("smtp").Owner() }
+func (w *world) owner() string { return w.ownerOf("mail") }
 
-// keyIDs returns the IDs of the current and next key files ("" if absent).
+// ownerOf is the TLSA owner of certificate name's service.
+func (w *world) ownerOf(name string) string { return w.lb.Service(serviceOf(name)).Owner() }
+
+// keyIDs returns the IDs of the current and next key files of "mail" (""
+// if absent).
 func (w *world) keyIDs() (current, next string) {
+	w.t.Helper()
+	return w.keyIDsOf("mail")
+}
+
+func (w *world) keyIDsOf(name string) (current, next string) {
 	w.t.Helper()
 	s, err := store.OpenReadOnly(w.state)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	id := func(slot string) string {
-		k, err := s.ReadKey("mail", slot)
+		k, err := s.ReadKey(name, slot)
 		if err != nil {
 			return ""
 		}
@@ -152,11 +186,16 @@ func (w *world) keyIDs() (current, next string) {
 	return id(store.Current), id(store.Next)
 }
 
-// servedEverywhere returns the TLSA digests each server serves, asserting
-// they agree.
+// servedEverywhere returns the TLSA digests each server serves for
+// "mail", asserting they agree.
 func (w *world) servedEverywhere() []string {
 	w.t.Helper()
-	got, err := w.lb.Published(w.owner())
+	return w.publishedFor("mail")
+}
+
+func (w *world) publishedFor(name string) []string {
+	w.t.Helper()
+	got, err := w.lb.Published(w.ownerOf(name))
 	var d *loopback.DisagreeError
 	if errors.As(err, &d) {
 		w.t.Error(err)
@@ -164,4 +203,11 @@ func (w *world) servedEverywhere() []string {
 		w.t.Fatal(err)
 	}
 	return got
+}
+
+// reloadAll reloads every service of the world.
+func (w *world) reloadAll() {
+	for _, name := range w.certs {
+		_ = w.lb.Service(serviceOf(name)).Server.Reload()
+	}
 }
