@@ -158,18 +158,11 @@ func (w *world) mustRun(args ...string) string {
 	return r.out
 }
 
-func (w *world) owner() string { return w.ownerOf("mail") }
-
 // ownerOf is the TLSA owner of certificate name's service.
 func (w *world) ownerOf(name string) string { return w.lb.Service(serviceOf(name)).Owner() }
 
-// keyIDs returns the IDs of the current and next key files of "mail" (""
-// if absent).
-func (w *world) keyIDs() (current, next string) {
-	w.t.Helper()
-	return w.keyIDsOf("mail")
-}
-
+// keyIDsOf returns the IDs of certificate name's current and next key
+// files ("" if absent).
 func (w *world) keyIDsOf(name string) (current, next string) {
 	w.t.Helper()
 	s, err := store.OpenReadOnly(w.state)
@@ -186,13 +179,8 @@ func (w *world) keyIDsOf(name string) (current, next string) {
 	return id(store.Current), id(store.Next)
 }
 
-// servedEverywhere returns the TLSA digests each server serves for
-// "mail", asserting they agree.
-func (w *world) servedEverywhere() []string {
-	w.t.Helper()
-	return w.publishedFor("mail")
-}
-
+// publishedFor returns the TLSA digests each server serves for
+// certificate name, asserting they agree.
 func (w *world) publishedFor(name string) []string {
 	w.t.Helper()
 	got, err := w.lb.Published(w.ownerOf(name))
