@@ -111,6 +111,7 @@ type Config struct {
 	Services     map[string]Service `toml:"service"`
 	Metrics      Metrics            `toml:"metrics"`
 	Notify       Notify             `toml:"notify"`
+	Store        Store              `toml:"store"`
 
 	// Warnings are problems that do not stop daneroll but that the
 	// operator should see, each with its file and line.
@@ -254,6 +255,51 @@ type Notify struct {
 	// planned waits before it counts as stuck.
 	StuckAfter Duration `toml:"stuck_after"`
 }
+
+// Store types.
+const (
+	StoreLocal = "local"
+	StoreEtcd  = "etcd"
+)
+
+// Store says where the certificates' state lives: in state_dir alone
+// ("local", the default), or in etcd, shared by the members of a fleet
+// (docs/fleet.md). In fleet mode state_dir keeps what is local to a host:
+// the sets its agent installed, its ACME account, its locks.
+type Store struct {
+	Type string `toml:"type"`
+	// Endpoints are etcd's client URLs, https unless on loopback.
+	Endpoints []string `toml:"endpoints"`
+	// CAFile verifies etcd's servers; CertFile and KeyFile are this
+	// member's client certificate and its key (a secret: 0600).
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// Prefix is where the fleet's keys start in etcd: "/daneroll/".
+	Prefix string `toml:"prefix"`
+	// FleetKeyFile is the age identity every member holds; private keys
+	// are sealed to it before they go to etcd.
+	FleetKeyFile string `toml:"fleet_key_file"`
+	// Host is this member's name among the fleet's; default the host
+	// name.
+	Host string `toml:"host"`
+	// LockTTL is how long a certificate's lock outlives a coordinator
+	// that died holding it.
+	LockTTL Duration `toml:"lock_ttl"`
+	// ReportTimeout is how long a deploy waits for every member to report
+	// the new key served before it rolls the fleet back.
+	ReportTimeout Duration `toml:"report_timeout"`
+}
+
+// Fleet reports whether the state is in etcd.
+func (s *Store) Fleet() bool { return s.Type == StoreEtcd }
+
+// Defaults of [store].
+const (
+	DefaultStorePrefix   = "/daneroll/"
+	DefaultLockTTL       = 15 * time.Second
+	DefaultReportTimeout = 5 * time.Minute
+)
 
 // DefaultConcurrency is Concurrency unless set: enough to overlap the
 // network round trips of a few orders, few enough for any CA's limits.

@@ -209,7 +209,8 @@ func visible(s string) string {
 
 // known lists the keys of each table, for "did you mean" hints.
 var known = map[string][]string{
-	"":                {"state_dir", "concurrency", "acme", "dns", "certificate", "service", "metrics", "notify"},
+	"":                {"state_dir", "concurrency", "acme", "dns", "certificate", "service", "metrics", "notify", "store"},
+	"store":           {"type", "endpoints", "ca_file", "cert_file", "key_file", "prefix", "fleet_key_file", "host", "lock_ttl", "report_timeout"},
 	"metrics":         {"textfile"},
 	"notify":          {"command", "timeout", "stuck_after"},
 	"acme":            {"directory", "email", "accept_tos", "ca_roots", "profile", "key_type", "renew_before", "eab_kid", "eab_hmac_key_file", "eab_hmac_key_env", "preferred_chain"},

@@ -95,6 +95,98 @@ func (v *validator) run() {
 	v.certificates()
 	v.probesAndHolds()
 	v.monitoring()
+	v.store()
+}
+
+// store checks [store].
+func (v *validator) store() {
+	st := &v.cfg.Store
+	etcdKeys := map[string]bool{"endpoints": len(st.Endpoints) > 0, "ca_file": st.CAFile != "", "cert_file": st.CertFile != "",
+		"key_file": st.KeyFile != "", "prefix": st.Prefix != "", "fleet_key_file": st.FleetKeyFile != "", "host": st.Host != "",
+		"lock_ttl": st.LockTTL.Duration != 0, "report_timeout": st.ReportTimeout.Duration != 0}
+	switch st.Type {
+	case "", StoreLocal:
+		st.Type = StoreLocal
+		for _, k := range sortedKeys(etcdKeys) {
+			if etcdKeys[k] {
+				v.fail("store."+k, `set type = "etcd" for fleet mode`, "store: %s applies only to type %q", k, StoreEtcd)
+			}
+		}
+		return
+	case StoreEtcd:
+	default:
+		v.fail("store.type", "", "store: unknown type %q (want local or etcd)", st.Type)
+		return
+	}
+	if len(st.Endpoints) == 0 {
+		v.fail("store", "", "store: type etcd needs endpoints (etcd's client URLs, https://host:2379)")
+	}
+	for _, ep := range st.Endpoints {
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil:
+			v.fail("store.endpoints", "", "store: endpoint %q is not https://host:port", ep)
+		case u.Scheme == "http" && !isLoopback(u.Hostname()):
+			v.fail("store.endpoints", "use https with ca_file, cert_file and key_file",
+				"store: endpoint %q would send the fleet's state, and the client's requests, in clear over the network", ep)
+		}
+	}
+	for key, file := range map[string]*string{"ca_file": &st.CAFile, "cert_file": &st.CertFile} {
+		if *file == "" {
+			continue
+		}
+		*file = v.abs(*file)
+		v.pemCerts("store."+key, *file)
+	}
+	if (st.CertFile == "") != (st.KeyFile == "") {
+		v.fail("store", "", "store: cert_file and key_file go together (the client certificate and its key)")
+	}
+	if st.KeyFile != "" {
+		v.secretFile("store.key_file", "store: key_file", &st.KeyFile)
+	}
+	if st.FleetKeyFile == "" {
+		v.fail("store", "make one with daneroll fleet-key --out FILE and copy it to every member",
+			"store: type etcd needs fleet_key_file (the age identity that seals private keys)")
+	} else {
+		v.secretFile("store.fleet_key_file", "store: fleet_key_file", &st.FleetKeyFile)
+	}
+	if st.Prefix == "" {
+		st.Prefix = DefaultStorePrefix
+	}
+	if !strings.HasPrefix(st.Prefix, "/") || !strings.HasSuffix(st.Prefix, "/") || strings.Contains(st.Prefix, "//") || !printableASCII(st.Prefix) {
+		v.fail("store.prefix", "", "store: prefix %q must start and end with / (such as %q)", st.Prefix, DefaultStorePrefix)
+	}
+	if st.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			v.fail("store", "set host", "store: no host given, and the host name is unknown: %v", err)
+		}
+		st.Host, _, _ = strings.Cut(h, ".")
+	}
+	if !certName.MatchString(st.Host) || len(st.Host) > 63 {
+		v.fail("store.host", "", "store: host %q is not a name of letters, digits, '.', '_' and '-' (at most 63)", st.Host)
+	}
+	if st.LockTTL.Duration == 0 {
+		st.LockTTL.Duration = DefaultLockTTL
+	}
+	if st.LockTTL.Duration < 5*time.Second || st.LockTTL.Duration > 5*time.Minute {
+		v.fail("store.lock_ttl", "", "store: lock_ttl %s is outside 5s to 5m", FormatDuration(st.LockTTL.Duration))
+	}
+	if st.ReportTimeout.Duration == 0 {
+		st.ReportTimeout.Duration = DefaultReportTimeout
+	}
+	if st.ReportTimeout.Duration < 5*time.Second || st.ReportTimeout.Duration > 24*time.Hour {
+		v.fail("store.report_timeout", "", "store: report_timeout %s is outside 5s to 24h", FormatDuration(st.ReportTimeout.Duration))
+	}
+}
+
+func printableASCII(s string) bool {
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // monitoring checks [metrics] and [notify].
@@ -345,38 +437,44 @@ func (v *validator) secret(path, label, name string, file *string, env string) {
 			v.fail(path+"."+name+"_env", "", "%s: environment variable %s is not set", label, env)
 		}
 	default:
-		*file = v.abs(*file)
-		key := path + "." + name + "_file"
-		fi, err := os.Stat(*file)
-		if err != nil {
-			v.fail(key, "", "%s: %s_file: %s: %v", label, name, *file, unwrapPath(err))
-			return
-		}
-		if !fi.Mode().IsRegular() {
-			v.fail(key, "", "%s: %s_file: %s is not a regular file", label, name, *file)
-			return
-		}
-		if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
-			v.fail(key, fmt.Sprintf("chown %d %s", os.Geteuid(), *file), "%s: %s_file: %s is owned by uid %d, not by root or the user daneroll runs as (uid %d)",
-				label, name, *file, uid, os.Geteuid())
-			return
-		}
-		if fi.Size() > MaxSecretFile {
-			v.fail(key, "", "%s: %s_file: %s is %d bytes, more than a secret can be (%d KiB)", label, name, *file, fi.Size(), MaxSecretFile>>10)
-			return
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			v.fail(key, fmt.Sprintf("chmod 600 %s", *file), "%s: %s_file: %s is readable or writable by group or others (mode %04o)",
-				label, name, *file, fi.Mode().Perm())
-			return
-		}
-		f, err := os.Open(*file)
-		if err != nil {
-			v.fail(key, "", "%s: %s_file: %v", label, name, err)
-			return
-		}
-		f.Close()
+		v.secretFile(path+"."+name+"_file", label+": "+name+"_file", file)
 	}
+}
+
+// secretFile checks a file that holds a secret: it can be read, belongs to
+// root or daneroll's user, is readable by nobody else and is not larger
+// than a secret can be. *file is made absolute.
+func (v *validator) secretFile(key, label string, file *string) {
+	*file = v.abs(*file)
+	fi, err := os.Stat(*file)
+	if err != nil {
+		v.fail(key, "", "%s: %s: %v", label, *file, unwrapPath(err))
+		return
+	}
+	if !fi.Mode().IsRegular() {
+		v.fail(key, "", "%s: %s is not a regular file", label, *file)
+		return
+	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		v.fail(key, fmt.Sprintf("chown %d %s", os.Geteuid(), *file), "%s: %s is owned by uid %d, not by root or the user daneroll runs as (uid %d)",
+			label, *file, uid, os.Geteuid())
+		return
+	}
+	if fi.Size() > MaxSecretFile {
+		v.fail(key, "", "%s: %s is %d bytes, more than a secret can be (%d KiB)", label, *file, fi.Size(), MaxSecretFile>>10)
+		return
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		v.fail(key, fmt.Sprintf("chmod 600 %s", *file), "%s: %s is readable or writable by group or others (mode %04o)",
+			label, *file, fi.Mode().Perm())
+		return
+	}
+	f, err := os.Open(*file)
+	if err != nil {
+		v.fail(key, "", "%s: %v", label, err)
+		return
+	}
+	f.Close()
 }
 
 func (v *validator) hostPort(path, label, hp, defPort string) string {
