@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -113,7 +114,7 @@ func TestBadStores(t *testing.T) {
 				t.Fatalf("no error for:\n%s", tt.src)
 			}
 			msg := err.Error()
-			if ce, ok := err.(*Error); ok && ce.Suggestion != "" {
+			if ce := (*Error)(nil); errors.As(err, &ce) && ce.Suggestion != "" {
 				msg += "; hint: " + ce.Suggestion
 			}
 			if !strings.Contains(msg, tt.want) {
