@@ -84,7 +84,7 @@ func (e *Engine) rekeyDue(c *config.Certificate, st *State) (bool, string, error
 		e.log.Warn("the current key file does not hold the served key; changing keys with publish and hold",
 			"cert", c.Name, "current", st.Current, "served", served)
 		return true, fmt.Sprintf("%s holds key %s, not the served key %s (restored from a backup or replaced by hand?): publishing its records and holding before it is served",
-			e.st.KeyPath(c.Name, store.Current), short(st.Current), short(served)), nil
+			e.st.KeyName(c.Name, store.Current), short(st.Current), short(served)), nil
 	}
 	if c.KeyPolicy != config.PolicyReuse && st.RekeyRequested {
 		return true, "key change requested (daneroll rekey)", nil

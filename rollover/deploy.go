@@ -101,7 +101,7 @@ func (e *bootstrapError) Error() string { return e.msg }
 
 func (e *Engine) bootstrap(c *config.Certificate, what string, err error) error {
 	return &bootstrapError{msg: fmt.Sprintf("the first certificate is live in %s, but %s (%v). If the services are not running yet because they had no certificate to start with (%s), start them now, then run daneroll renew again: it checks them and finishes",
-		e.st.LiveDir(c.Name), what, err, strings.Join(c.Services, ", "))}
+		e.st.LiveName(c.Name), what, err, strings.Join(c.Services, ", "))}
 }
 
 func (e *Engine) refreshLive(c *config.Certificate, st *State) error {

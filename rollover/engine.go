@@ -34,7 +34,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -94,7 +93,9 @@ type DNS struct {
 // Options wire an Engine.
 type Options struct {
 	Config *config.Config
-	Store  *store.Store
+	// Backend keeps the state; nil means Local{Store}.
+	Backend Backend
+	Store   *store.Store
 	Logger *slog.Logger
 	Clock  Clock
 	// Reporter may be nil.
@@ -122,7 +123,7 @@ type Options struct {
 type Engine struct {
 	opts  Options
 	cfg   *config.Config
-	st    *store.Store
+	st    Backend
 	log   *slog.Logger
 	clock Clock
 	rep   Reporter
@@ -160,7 +161,10 @@ var errLookOnly = errors.New("a dry run does not contact the CA")
 
 // New returns an engine.
 func New(opts Options) *Engine {
-	e := &Engine{opts: opts, cfg: opts.Config, st: opts.Store, log: opts.Logger, clock: opts.Clock, rep: opts.Reporter}
+	e := &Engine{opts: opts, cfg: opts.Config, st: opts.Backend, log: opts.Logger, clock: opts.Clock, rep: opts.Reporter}
+	if e.st == nil && opts.Store != nil {
+		e.st = Local{opts.Store}
+	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -204,7 +208,7 @@ func (e *Engine) each(ctx context.Context, certs []*config.Certificate, lock boo
 		go func() {
 			defer wg.Done()
 			if lock {
-				l, err := e.st.LockCert(c.Name)
+				l, err := e.st.LockCert(ctx, c.Name)
 				if err != nil {
 					out[i] = Outcome{Name: c.Name, Action: "failed", Err: err}
 					return
@@ -304,7 +308,7 @@ func (e *Engine) Rekey(ctx context.Context, name string, emergency bool, opts Re
 		return Outcome{}, err
 	}
 	defer lock.Unlock()
-	clock, err := e.st.LockCert(c.Name)
+	clock, err := e.st.LockCert(ctx, c.Name)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -402,7 +406,7 @@ func (e *HintError) Hint() string { return e.Advice }
 // live set on disk (which win: they are what is served).
 func (e *Engine) load(c *config.Certificate) (*State, error) {
 	st := &State{Version: stateVersion}
-	raw, err := e.st.ReadJSONBytes(store.JournalPath(c.Name), st)
+	raw, err := e.st.ReadJournal(c.Name, st)
 	if err != nil {
 		return nil, fmt.Errorf("%s: journal: %w", c.Name, err)
 	}
@@ -412,7 +416,7 @@ func (e *Engine) load(c *config.Certificate) (*State, error) {
 	}
 	if err := st.validate(); err != nil {
 		return nil, &HintError{
-			Err:    fmt.Errorf("%s: journal %s: %w", c.Name, filepath.Join(e.st.Dir(), store.JournalPath(c.Name)), err),
+			Err:    fmt.Errorf("%s: journal %s: %w", c.Name, e.st.JournalName(c.Name), err),
 			Advice: "daneroll did not write this; restore the file from a backup, or move it away to start the certificate's state afresh from its key files and live set",
 		}
 	}
@@ -543,7 +547,7 @@ func (e *Engine) save(c *config.Certificate, st *State) error {
 	if e.opts.Failpoint != nil {
 		e.opts.Failpoint("before")
 	}
-	if err := e.st.WriteBytes(store.JournalPath(c.Name), data); err != nil {
+	if err := e.st.WriteJournal(c.Name, data); err != nil {
 		return fmt.Errorf("%s: journal: %w", c.Name, err)
 	}
 	e.remember(c.Name, data)

@@ -687,7 +687,7 @@ func (e *Engine) obtain(ctx context.Context, c *config.Certificate, st *State) e
 		return err
 	}
 	if id, _, _ := keyID(key.Public()); id != txn.Target {
-		return fmt.Errorf("key file %s no longer holds key %s", e.st.KeyPath(c.Name, slot), short(txn.Target))
+		return fmt.Errorf("key file %s no longer holds key %s", e.st.KeyName(c.Name, slot), short(txn.Target))
 	}
 	client, err := e.acmeClient(ctx)
 	if err != nil {
