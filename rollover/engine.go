@@ -96,8 +96,8 @@ type Options struct {
 	// Backend keeps the state; nil means Local{Store}.
 	Backend Backend
 	Store   *store.Store
-	Logger *slog.Logger
-	Clock  Clock
+	Logger  *slog.Logger
+	Clock   Clock
 	// Reporter may be nil.
 	Reporter Reporter
 	// ACME makes the ACME client on first use.
