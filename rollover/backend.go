@@ -18,10 +18,10 @@ import (
 type Backend interface {
 	// LockShared is taken for a whole run that works certificate by
 	// certificate, and excludes runs that need everything to themselves.
-	LockShared() (Unlocker, error)
+	LockShared() (store.Unlocker, error)
 	// LockCert takes one certificate's lock; a lock another run holds is
 	// a *store.LockedError.
-	LockCert(ctx context.Context, name string) (Unlocker, error)
+	LockCert(ctx context.Context, name string) (store.Unlocker, error)
 
 	// ReadJournal decodes name's journal into v and returns its bytes, or
 	// nil when there is none.
@@ -60,11 +60,6 @@ type Backend interface {
 	LiveName(name string) string
 }
 
-// Unlocker gives a lock up.
-type Unlocker interface {
-	Unlock() error
-}
-
 // Local is the Backend of one host: state_dir.
 type Local struct {
 	*store.Store
@@ -72,9 +67,9 @@ type Local struct {
 
 var _ Backend = Local{}
 
-func (l Local) LockShared() (Unlocker, error) { return l.Store.LockShared() }
+func (l Local) LockShared() (store.Unlocker, error) { return l.Store.LockShared() }
 
-func (l Local) LockCert(_ context.Context, name string) (Unlocker, error) {
+func (l Local) LockCert(_ context.Context, name string) (store.Unlocker, error) {
 	return l.Store.LockCert(name)
 }
 

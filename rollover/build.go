@@ -38,6 +38,9 @@ type Wiring struct {
 	ProbeWait time.Duration
 	// Failpoint is passed on to Options.Failpoint.
 	Failpoint func(when string)
+	// Backend, when set, keeps the state instead of the store (fleet
+	// mode: package etcdstore); the store still holds the ACME account.
+	Backend Backend
 }
 
 // Build makes an engine for cfg: the store, the publishers with their
@@ -71,6 +74,7 @@ func BuildWithStore(cfg *config.Config, st *store.Store, w Wiring) (*Engine, err
 	opts := Options{
 		Config:    cfg,
 		Store:     st,
+		Backend:   w.Backend,
 		Logger:    log,
 		Clock:     clock,
 		Reporter:  w.Reporter,

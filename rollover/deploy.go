@@ -70,6 +70,9 @@ func (e *Engine) deploy(ctx context.Context, c *config.Certificate, st *State) e
 			return err
 		}
 	}
+	if f, ok := e.fleet(); ok {
+		return e.deployFleet(ctx, c, st, f)
+	}
 	if err := e.st.Switch(c.Name, txn.NewSet); err != nil {
 		return err
 	}
@@ -159,6 +162,13 @@ func (e *Engine) probeAll(ctx context.Context, c *config.Certificate, st *State,
 	if k == nil {
 		return fmt.Errorf("unknown key %s", short(want))
 	}
+	return e.probeKey(ctx, c, k)
+}
+
+// probeKey checks that every endpoint of c's services serves key k, as
+// probeAll says.
+func (e *Engine) probeKey(ctx context.Context, c *config.Certificate, k *KeyInfo) error {
+	want := k.ID
 	probes := 0
 	for _, name := range c.Services {
 		for _, endpoint := range e.cfg.Services[name].Probe {
@@ -195,7 +205,10 @@ func (e *Engine) probeAll(ctx context.Context, c *config.Certificate, st *State,
 			}
 		}
 	}
+	_, fleet := e.fleet()
 	switch {
+	case probes == 0 && fleet:
+		// The members' agents probed their own endpoints.
 	case probes == 0:
 		e.log.Warn("the deploy is not checked: no service of the certificate has a probe (allow_unverified_deploy); records of keys it no longer serves are retired on faith",
 			"cert", c.Name, "key", short(want))
@@ -242,6 +255,9 @@ func isSMTP(scheme string) bool {
 // rollback puts the previous set back after a failed deploy, reloads, and
 // checks that the old key is served again. The TLSA records stay.
 func (e *Engine) rollback(ctx context.Context, c *config.Certificate, st *State, cause error) error {
+	if f, ok := e.fleet(); ok {
+		return e.rollbackFleet(ctx, c, st, f, cause)
+	}
 	prev := st.Txn.PrevSet
 	rb := &RolledBackError{Err: cause, To: prev}
 	if prev == "" {

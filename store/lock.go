@@ -18,6 +18,7 @@ type LockedError struct {
 	Path  string
 	PID   int       // 0 when the holder did not record it
 	Since time.Time // zero when unknown
+	Host  string    // the holder's host, in fleet mode; "" for this one
 }
 
 func (e *LockedError) Error() string {
@@ -25,10 +26,18 @@ func (e *LockedError) Error() string {
 	if e.PID > 0 {
 		who = "process " + strconv.Itoa(e.PID)
 	}
+	if e.Host != "" {
+		who += " on " + e.Host
+	}
 	if !e.Since.IsZero() {
 		who += " (since " + e.Since.UTC().Format(time.RFC3339) + ")"
 	}
 	return fmt.Sprintf("%s holds the lock %s", who, e.Path)
+}
+
+// Unlocker gives a lock up: a [*Lock], or a lock held elsewhere (etcd).
+type Unlocker interface {
+	Unlock() error
 }
 
 // Lock is a held process lock. The kernel releases it when the process

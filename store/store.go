@@ -205,6 +205,23 @@ type Set struct {
 	Chain []byte // PEM issuer certificates, leaf's issuer first
 }
 
+// CheckSet checks that a set's key parses and its certificate is for that
+// key.
+func CheckSet(set *Set) error {
+	key, err := ParseKey(set.Key)
+	if err != nil {
+		return err
+	}
+	leaf, err := set.Leaf()
+	if err != nil {
+		return err
+	}
+	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return errors.New("the certificate is not for the key")
+	}
+	return nil
+}
+
 // FullChain is the leaf followed by the chain.
 func (s *Set) FullChain() []byte {
 	return append(append([]byte{}, s.Cert...), s.Chain...)
@@ -260,16 +277,8 @@ func (s *Store) archiveDir(name string) string { return s.path("archive", name) 
 // Install writes set into the archive under a new ID and returns it; it does
 // not change what is live. The set appears complete or not at all.
 func (s *Store) Install(name string, set *Set) (string, error) {
-	key, err := ParseKey(set.Key)
-	if err != nil {
+	if err := CheckSet(set); err != nil {
 		return "", fmt.Errorf("install %s: %w", name, err)
-	}
-	leaf, err := set.Leaf()
-	if err != nil {
-		return "", fmt.Errorf("install %s: %w", name, err)
-	}
-	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
-		return "", fmt.Errorf("install %s: the certificate is not for the key", name)
 	}
 	if err := validName(name); err != nil {
 		return "", err

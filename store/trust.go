@@ -146,6 +146,10 @@ var setID = regexp.MustCompile(`^[0-9]{1,9}$`)
 // made. IDs read from the journal or a link go into paths: nothing else may.
 func ValidSetID(id string) bool { return setID.MatchString(id) }
 
+// CheckName refuses a certificate name that could leave its directory, or
+// its etcd key.
+func CheckName(name string) error { return validName(name) }
+
 // validName keeps certificate names (checked by the configuration too) from
 // ever leaving their directory.
 func validName(name string) error {

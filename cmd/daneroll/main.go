@@ -16,6 +16,8 @@
 //	rekey [--emergency] [--no-wait] NAME
 //	import-certbot [--out FILE] [--state-dir DIR] [--disable-certbot] [CERTBOT_DIR]
 //	prune [--dry-run] [NAME…]
+//	agent [--once] | agent --leave [--host NAME]
+//	fleet-key --out FILE
 //	version
 //
 // The configuration is read from -c FILE, $DANEROLL_CONFIG, or
@@ -40,6 +42,7 @@ import (
 	legolog "github.com/go-acme/lego/v5/log"
 
 	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/etcdstore"
 )
 
 const usage = `usage: daneroll [-c FILE] [-v] COMMAND [ARGS]
@@ -62,6 +65,12 @@ commands:
                       unless --out) and a state directory; no DNS change
   prune [--dry-run] [NAME...]
                       remove stale TLSA records, after probing the endpoints
+  agent [--once]      fleet mode: keep this host's live/ and services in step
+                      with the fleet, and report what its endpoints serve
+  agent --leave [--host NAME]
+                      fleet mode: remove this member (or NAME) from the fleet
+  fleet-key --out FILE
+                      make the age identity that seals a fleet's private keys
   version             print the version
 
 flags:
@@ -87,6 +96,9 @@ type cli struct {
 	configFlag     string
 	verbosity      counter
 	log            *slog.Logger
+	// etcd is the fleet's store in fleet mode, opened by the first
+	// command that needs it and closed when run returns.
+	etcd *etcdstore.Store
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -109,6 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	c.log = c.logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer c.closeBackends()
 	cmd, cargs := rest[0], rest[1:]
 	switch cmd {
 	case "renew":
@@ -125,6 +138,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.importCertbot(ctx, cargs)
 	case "prune":
 		return c.prune(ctx, cargs)
+	case "agent":
+		return c.agent(ctx, cargs)
+	case "fleet-key":
+		return c.fleetKey(ctx, cargs)
 	case "version":
 		fmt.Fprintln(stdout, "daneroll", version())
 		return 0

@@ -132,8 +132,13 @@ func (c *cli) engine() (*rollover.Engine, *config.Config, error) {
 }
 
 func (c *cli) engineWith(cfg *config.Config, st *store.Store) (*rollover.Engine, error) {
+	backend, err := c.backend(cfg)
+	if err != nil {
+		return nil, err
+	}
 	rep := newReporter(c.stdout)
 	return rollover.BuildWithStore(cfg, st, rollover.Wiring{
+		Backend:  backend,
 		Logger:   c.log,
 		Reporter: rep,
 		Instruct: func(i manual.Instruction) {

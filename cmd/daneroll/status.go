@@ -79,6 +79,9 @@ func (c *cli) lookingEngineWith(w rollover.Wiring) (*rollover.Engine, *config.Co
 	if err != nil {
 		return nil, nil, err
 	}
+	if w.Backend, err = c.backend(cfg); err != nil {
+		return nil, nil, err
+	}
 	eng, err := rollover.BuildWithStore(cfg, st, w)
 	return eng, cfg, err
 }

@@ -1,0 +1,666 @@
+// Package etcdstore keeps a fleet's certificate state in etcd: the
+// [rollover.Backend] of fleet mode, and the members and reports that the
+// agents on every host write and a deploy waits for.
+//
+// # Layout
+//
+// Under the prefix, for certificate NAME (docs/fleet.md):
+//
+//	certs/NAME/journal        the journal (JSON)
+//	certs/NAME/keys/SLOT      a key slot, sealed to the fleet key
+//	certs/NAME/sets/ID        an archive set (JSON; its key sealed)
+//	certs/NAME/live           the ID of the set the fleet serves
+//	certs/NAME/lock/…         etcd's lock, on this process's lease
+//	certs/NAME/holder         who holds the lock (on the same lease)
+//	certs/NAME/members/HOST   a member serving NAME
+//	certs/NAME/reports/HOST   what that member serves
+//	hosts/HOST/alive          present while HOST's agent runs
+//
+// # Fencing
+//
+// Every write for a certificate is one etcd transaction that succeeds only
+// while this process still owns the certificate's lock. A process whose
+// lease expired (killed, frozen, cut off for longer than the lock's TTL)
+// gets a [*LostLockError] and can change nothing more.
+//
+// # Trust
+//
+// What is in etcd was written by other members, or by whoever else can
+// write there: sealed keys unseal only at the key they were sealed for,
+// a set's certificate must be for its key, sizes are bounded, and the
+// journal is validated by its reader as a local one is.
+package etcdstore
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+
+	"github.com/daneroll/daneroll/fleetkey"
+	"github.com/daneroll/daneroll/store"
+)
+
+// Options open a Store.
+type Options struct {
+	// Endpoints are etcd's client URLs.
+	Endpoints []string
+	// TLS authenticates etcd's servers and this member to them; nil for
+	// plain http (loopback only, the configuration says).
+	TLS *tls.Config
+	// Prefix starts every key: "/daneroll/".
+	Prefix string
+	// Key seals private keys.
+	Key *fleetkey.Key
+	// Host is this member's name.
+	Host string
+	// LockTTL is the lease of this process's locks.
+	LockTTL time.Duration
+	// Timeout bounds each request to etcd; default 10 s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Limits on what is read from etcd.
+const (
+	maxJournal = 4 << 20
+	maxSet     = 1 << 20
+	maxRecord  = 64 << 10
+)
+
+// Store is a fleet's state in etcd.
+type Store struct {
+	cli     *clientv3.Client
+	prefix  string
+	key     *fleetkey.Key
+	host    string
+	lockTTL time.Duration
+	timeout time.Duration
+	log     *slog.Logger
+	now     func() time.Time
+
+	sessMu sync.Mutex // guards sess
+	// sess holds the lease of this process's locks and liveness key,
+	// made on first use.
+	sess *concurrency.Session
+
+	locksMu sync.Mutex // guards locks
+	// locks are the certificates' locks this process holds, by name.
+	locks map[string]*concurrency.Mutex
+}
+
+// Open connects to etcd and checks that it answers.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, errors.New("etcd: no endpoints")
+	}
+	if o.Key == nil {
+		return nil, errors.New("etcd: no fleet key")
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.LockTTL < time.Second {
+		o.LockTTL = 15 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   o.Endpoints,
+		TLS:         o.TLS,
+		DialTimeout: o.Timeout,
+		// The client's own log goes nowhere: its errors reach daneroll
+		// as errors, with context.
+		Logger:               zap.NewNop(),
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		// A write that etcd may have applied must not be sent again
+		// behind daneroll's back.
+		RejectOldCluster: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	s := &Store{cli: cli, prefix: o.Prefix, key: o.Key, host: o.Host, lockTTL: o.LockTTL, timeout: o.Timeout,
+		log: o.Logger, now: o.Now, locks: map[string]*concurrency.Mutex{}}
+	// One read proves the endpoints, the TLS and the permissions.
+	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if _, err := cli.Get(cctx, s.prefix+"hosts/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %s: %w", strings.Join(o.Endpoints, ", "), err)
+	}
+	return s, nil
+}
+
+// Close gives up this process's locks (by revoking its lease) and
+// disconnects.
+func (s *Store) Close() error {
+	s.sessMu.Lock()
+	sess := s.sess
+	s.sess = nil
+	s.sessMu.Unlock()
+	if sess != nil {
+		_ = sess.Close()
+	}
+	return s.cli.Close()
+}
+
+// Host is this member's name.
+func (s *Store) Host() string { return s.host }
+
+// Prefix is where the fleet's keys start.
+func (s *Store) Prefix() string { return s.prefix }
+
+func (s *Store) certKey(name string, parts ...string) string {
+	return s.prefix + "certs/" + name + "/" + strings.Join(parts, "/")
+}
+
+func (s *Store) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.timeout)
+}
+
+// session is this process's lease, kept alive while it runs.
+func (s *Store) session() (*concurrency.Session, error) {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	if s.sess != nil {
+		select {
+		case <-s.sess.Done():
+			// The lease expired: whatever was held on it is gone.
+			s.sess = nil
+		default:
+			return s.sess, nil
+		}
+	}
+	ttl := int((s.lockTTL + time.Second - 1) / time.Second)
+	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(ttl))
+	if err != nil {
+		return nil, fmt.Errorf("etcd: lease: %w", err)
+	}
+	s.sess = sess
+	return sess, nil
+}
+
+// LostLockError is a write refused because this process no longer owns
+// the certificate's lock.
+type LostLockError struct {
+	Name string
+}
+
+func (e *LostLockError) Error() string {
+	return fmt.Sprintf("etcd: lost the lock of certificate %s (this run was stopped or cut off from etcd for longer than lock_ttl, and another may have taken over): it changes nothing more", e.Name)
+}
+
+type holder struct {
+	Host  string    `json:"host"`
+	PID   int       `json:"pid"`
+	Since time.Time `json:"since"`
+}
+
+// LockShared is nothing in etcd: runs exclude each other certificate by
+// certificate.
+func (s *Store) LockShared() (store.Unlocker, error) { return nopUnlocker{}, nil }
+
+type nopUnlocker struct{}
+
+func (nopUnlocker) Unlock() error { return nil }
+
+// LockCert takes certificate name's lock. A lock held by a process that
+// died is free when its lease expires: LockCert waits that long (the lock's
+// TTL) for it, and no longer; a lock still held then is a
+// *store.LockedError naming the holder.
+func (s *Store) LockCert(ctx context.Context, name string) (store.Unlocker, error) {
+	if err := store.CheckName(name); err != nil {
+		return nil, err
+	}
+	sess, err := s.session()
+	if err != nil {
+		return nil, err
+	}
+	m := concurrency.NewMutex(sess, s.certKey(name, "lock"))
+	tctx, cancel := context.WithTimeout(ctx, s.timeout)
+	err = m.TryLock(tctx)
+	cancel()
+	if errors.Is(err, concurrency.ErrLocked) {
+		wctx, cancel := context.WithTimeout(ctx, s.lockTTL+2*time.Second)
+		err = m.Lock(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, s.lockedError(name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("etcd: lock %s: %w", name, err)
+	}
+	s.locksMu.Lock()
+	s.locks[name] = m
+	s.locksMu.Unlock()
+	h, _ := json.Marshal(holder{Host: s.host, PID: os.Getpid(), Since: s.now().UTC()})
+	if err := s.write(name, nil, clientv3.OpPut(s.certKey(name, "holder"), string(h), clientv3.WithLease(sess.Lease()))); err != nil {
+		s.unlock(name, m)
+		return nil, err
+	}
+	return unlocker(func() error { return s.unlock(name, m) }), nil
+}
+
+type unlocker func() error
+
+func (u unlocker) Unlock() error { return u() }
+
+func (s *Store) unlock(name string, m *concurrency.Mutex) error {
+	s.locksMu.Lock()
+	if s.locks[name] == m {
+		delete(s.locks, name)
+	}
+	s.locksMu.Unlock()
+	ctx, cancel := s.ctx()
+	defer cancel()
+	// The holder record goes with the lock, in one transaction that only
+	// an owner can make.
+	_, err := s.cli.Txn(ctx).If(m.IsOwner()).Then(clientv3.OpDelete(s.certKey(name, "holder")), clientv3.OpDelete(m.Key())).Commit()
+	if err != nil {
+		return fmt.Errorf("etcd: unlock %s: %w", name, err)
+	}
+	return nil
+}
+
+func (s *Store) lockedError(name string) error {
+	le := &store.LockedError{Path: s.certKey(name, "lock")}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if resp, err := s.cli.Get(ctx, s.certKey(name, "holder")); err == nil && len(resp.Kvs) == 1 && len(resp.Kvs[0].Value) <= maxRecord {
+		var h holder
+		if json.Unmarshal(resp.Kvs[0].Value, &h) == nil {
+			le.Host, le.PID, le.Since = h.Host, h.PID, h.Since
+		}
+	}
+	return le
+}
+
+// write commits ops for certificate name if this process still owns its
+// lock and every cmp holds. A failed cmp is errConflict.
+func (s *Store) write(name string, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
+	s.locksMu.Lock()
+	m := s.locks[name]
+	s.locksMu.Unlock()
+	if m == nil {
+		return fmt.Errorf("etcd: %s: written without its lock", name)
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(append([]clientv3.Cmp{m.IsOwner()}, cmps...)...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("etcd: %s: %w", name, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	own, err := s.cli.Txn(ctx).If(m.IsOwner()).Commit()
+	if err != nil {
+		return fmt.Errorf("etcd: %s: %w", name, err)
+	}
+	if !own.Succeeded {
+		return &LostLockError{Name: name}
+	}
+	return errConflict
+}
+
+var errConflict = errors.New("etcd: changed by someone else")
+
+// get reads one key: nil, 0 when it does not exist.
+func (s *Store) get(key string, limit int) ([]byte, int64, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("etcd: %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, nil
+	}
+	kv := resp.Kvs[0]
+	if len(kv.Value) > limit {
+		return nil, 0, fmt.Errorf("etcd: %s: %d bytes, more than daneroll ever writes there (%d)", key, len(kv.Value), limit)
+	}
+	return kv.Value, kv.ModRevision, nil
+}
+
+// ReadJournal decodes certificate name's journal into v.
+func (s *Store) ReadJournal(name string, v any) ([]byte, error) {
+	if err := store.CheckName(name); err != nil {
+		return nil, err
+	}
+	data, _, err := s.get(s.certKey(name, "journal"), maxJournal)
+	if err != nil || data == nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.JournalName(name), err)
+	}
+	return data, nil
+}
+
+// WriteJournal replaces certificate name's journal.
+func (s *Store) WriteJournal(name string, data []byte) error {
+	if len(data) > maxJournal {
+		return fmt.Errorf("%s: journal of %d bytes", name, len(data))
+	}
+	return s.write(name, nil, clientv3.OpPut(s.certKey(name, "journal"), string(data)))
+}
+
+// JournalName is the journal's key.
+func (s *Store) JournalName(name string) string { return s.certKey(name, "journal") }
+
+// KeyName is a key slot's key.
+func (s *Store) KeyName(name, slot string) string { return s.certKey(name, "keys", slot) }
+
+// LiveName says where this host's services find the live set: its
+// agent installs it in state_dir.
+func (s *Store) LiveName(name string) string {
+	return s.certKey(name, "live") + " (each member's agent installs it in its state_dir/live/" + name + ")"
+}
+
+func checkSlot(slot string) error {
+	if slot != store.Current && slot != store.Next {
+		return fmt.Errorf("bad key slot %q", slot)
+	}
+	return nil
+}
+
+// KeyStamp identifies what a key slot holds by its etcd revision.
+func (s *Store) KeyStamp(name, slot string) (store.Stamp, error) {
+	if err := errors.Join(store.CheckName(name), checkSlot(slot)); err != nil {
+		return store.Stamp{}, err
+	}
+	data, rev, err := s.get(s.KeyName(name, slot), maxRecord)
+	if err != nil {
+		return store.Stamp{}, err
+	}
+	if data == nil {
+		return store.Stamp{}, &fs.PathError{Op: "read", Path: s.KeyName(name, slot), Err: fs.ErrNotExist}
+	}
+	return store.Stamp{Ino: uint64(rev), Size: int64(len(data))}, nil
+}
+
+// ReadKey unseals a key slot.
+func (s *Store) ReadKey(name, slot string) (crypto.Signer, error) {
+	if err := errors.Join(store.CheckName(name), checkSlot(slot)); err != nil {
+		return nil, err
+	}
+	k := s.KeyName(name, slot)
+	data, _, err := s.get(k, maxRecord)
+	if err != nil {
+		return nil, err
+	}
+	if data == nil {
+		return nil, &fs.PathError{Op: "read", Path: k, Err: fs.ErrNotExist}
+	}
+	pemKey, err := s.key.Open(k, data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", k, err)
+	}
+	key, err := store.ParseKey(pemKey)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", k, err)
+	}
+	return key, nil
+}
+
+// ReadPublicKey is ReadKey's public half.
+func (s *Store) ReadPublicKey(name, slot string) (crypto.PublicKey, error) {
+	key, err := s.ReadKey(name, slot)
+	if err != nil {
+		return nil, err
+	}
+	return key.Public(), nil
+}
+
+// WriteKey seals key into a slot.
+func (s *Store) WriteKey(name, slot string, key crypto.Signer) error {
+	if err := errors.Join(store.CheckName(name), checkSlot(slot)); err != nil {
+		return err
+	}
+	pemKey, err := store.EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	k := s.KeyName(name, slot)
+	sealed, err := s.key.Seal(k, pemKey)
+	if err != nil {
+		return err
+	}
+	return s.write(name, nil, clientv3.OpPut(k, string(sealed)))
+}
+
+// RemoveKey empties a slot.
+func (s *Store) RemoveKey(name, slot string) error {
+	if err := errors.Join(store.CheckName(name), checkSlot(slot)); err != nil {
+		return err
+	}
+	return s.write(name, nil, clientv3.OpDelete(s.KeyName(name, slot)))
+}
+
+// setRecord is an archive set in etcd.
+type setRecord struct {
+	Cert  string `json:"cert"`
+	Chain string `json:"chain"`
+	// Key is sealed.
+	Key []byte `json:"key"`
+}
+
+func (s *Store) setKey(name, id string) string { return s.certKey(name, "sets", id) }
+
+// Sets lists the IDs of certificate name's sets, oldest first.
+func (s *Store) Sets(name string) ([]string, error) {
+	if err := store.CheckName(name); err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	pfx := s.certKey(name, "sets") + "/"
+	resp, err := s.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %s: %w", pfx, err)
+	}
+	var ids []string
+	for _, kv := range resp.Kvs {
+		if id := strings.TrimPrefix(string(kv.Key), pfx); store.ValidSetID(id) {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, func(a, b string) int {
+		x, _ := strconv.Atoi(a)
+		y, _ := strconv.Atoi(b)
+		return x - y
+	})
+	return ids, nil
+}
+
+// Install archives a new set, its key sealed, and returns its ID.
+func (s *Store) Install(name string, set *store.Set) (string, error) {
+	if err := store.CheckSet(set); err != nil {
+		return "", fmt.Errorf("install %s: %w", name, err)
+	}
+	for range 5 {
+		ids, err := s.Sets(name)
+		if err != nil {
+			return "", err
+		}
+		next := 1
+		if len(ids) > 0 {
+			last, _ := strconv.Atoi(ids[len(ids)-1])
+			next = last + 1
+		}
+		id := fmt.Sprintf("%04d", next)
+		k := s.setKey(name, id)
+		sealed, err := s.key.Seal(k, set.Key)
+		if err != nil {
+			return "", err
+		}
+		rec, err := json.Marshal(setRecord{Cert: string(set.Cert), Chain: string(set.Chain), Key: sealed})
+		if err != nil {
+			return "", err
+		}
+		if len(rec) > maxSet {
+			return "", fmt.Errorf("install %s: a set of %d bytes", name, len(rec))
+		}
+		err = s.write(name, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}, clientv3.OpPut(k, string(rec)))
+		if errors.Is(err, errConflict) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return id, nil
+	}
+	return "", fmt.Errorf("install %s: the set IDs keep changing under this run", name)
+}
+
+// Set reads an archived set and unseals its key.
+func (s *Store) Set(name, id string) (*store.Set, error) {
+	if err := store.CheckName(name); err != nil {
+		return nil, err
+	}
+	if !store.ValidSetID(id) {
+		return nil, fmt.Errorf("set %s/%q: not a set ID", name, id)
+	}
+	set, _, err := s.readSet(name, id)
+	return set, err
+}
+
+func (s *Store) readSet(name, id string) (*store.Set, int64, error) {
+	k := s.setKey(name, id)
+	data, rev, err := s.get(k, maxSet)
+	if err != nil {
+		return nil, 0, err
+	}
+	if data == nil {
+		return nil, 0, &fs.PathError{Op: "read", Path: k, Err: fs.ErrNotExist}
+	}
+	var rec setRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", k, err)
+	}
+	pemKey, err := s.key.Open(k, rec.Key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", k, err)
+	}
+	set := &store.Set{ID: id, Key: pemKey, Cert: []byte(rec.Cert), Chain: []byte(rec.Chain)}
+	if err := store.CheckSet(set); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", k, err)
+	}
+	return set, rev, nil
+}
+
+// PruneSets removes all but the newest keep sets and those in protect.
+func (s *Store) PruneSets(name string, keep int, protect ...string) ([]string, error) {
+	if keep <= 0 {
+		return nil, nil
+	}
+	ids, err := s.Sets(name)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for i, id := range ids {
+		if i >= len(ids)-keep || slices.Contains(protect, id) {
+			continue
+		}
+		if err := s.write(name, nil, clientv3.OpDelete(s.setKey(name, id))); err != nil {
+			return removed, err
+		}
+		removed = append(removed, id)
+	}
+	return removed, nil
+}
+
+// Switch makes set id the one the fleet serves: the agents install it.
+func (s *Store) Switch(name, id string) error {
+	if err := store.CheckName(name); err != nil {
+		return err
+	}
+	if !store.ValidSetID(id) {
+		return fmt.Errorf("switch %s: %q is not a set ID", name, id)
+	}
+	err := s.write(name, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.setKey(name, id)), ">", 0)},
+		clientv3.OpPut(s.certKey(name, "live"), id))
+	if errors.Is(err, errConflict) {
+		return fmt.Errorf("switch %s: no set %s", name, id)
+	}
+	return err
+}
+
+// LiveRevision returns the live set's ID and the revision of the write
+// that made it live ("", 0 when none is).
+func (s *Store) LiveRevision(name string) (string, int64, error) {
+	if err := store.CheckName(name); err != nil {
+		return "", 0, err
+	}
+	data, rev, err := s.get(s.certKey(name, "live"), 64)
+	if err != nil || data == nil {
+		return "", 0, err
+	}
+	id := string(data)
+	if !store.ValidSetID(id) {
+		return "", 0, fmt.Errorf("%s: %q is not a set ID", s.certKey(name, "live"), id)
+	}
+	return id, rev, nil
+}
+
+// Live reads the set the fleet serves (nil when none is).
+func (s *Store) Live(name string) (*store.Set, error) {
+	id, _, err := s.LiveRevision(name)
+	if err != nil || id == "" {
+		return nil, err
+	}
+	return s.Set(name, id)
+}
+
+// LiveLeaf is the live set's ID and certificate.
+func (s *Store) LiveLeaf(name string) (string, *x509.Certificate, error) {
+	set, err := s.Live(name)
+	if err != nil || set == nil {
+		return "", nil, err
+	}
+	leaf, err := set.Leaf()
+	return set.ID, leaf, err
+}
+
+// LiveStamp identifies the live set by the revisions of live and of the
+// set.
+func (s *Store) LiveStamp(name string) (string, store.Stamp, error) {
+	id, rev, err := s.LiveRevision(name)
+	if err != nil || id == "" {
+		return "", store.Stamp{}, err
+	}
+	data, setRev, err := s.get(s.setKey(name, id), maxSet)
+	if err != nil {
+		return "", store.Stamp{}, err
+	}
+	if data == nil {
+		return "", store.Stamp{}, fmt.Errorf("%s names set %s, which is not there", s.certKey(name, "live"), id)
+	}
+	return id, store.Stamp{Ino: uint64(setRev), Size: int64(len(data)), Mtime: rev}, nil
+}

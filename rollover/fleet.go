@@ -1,0 +1,315 @@
+package rollover
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/etcdstore"
+	"github.com/daneroll/daneroll/store"
+)
+
+// Fleet is the Backend of fleet mode (package etcdstore): the state is
+// shared by several hosts, and each member's agent installs the live set
+// on its host. A deploy moves the fleet's live set and waits for every
+// member to report the new key served (docs/fleet.md).
+type Fleet interface {
+	Backend
+	// AwaitServed waits until every member registered for name has
+	// reported set with key served for the current write of the live
+	// set, and returns the members; progress hears which ones it still
+	// waits for.
+	AwaitServed(ctx context.Context, name, set, key string, timeout time.Duration, progress func(waiting []string)) ([]string, error)
+}
+
+var _ Fleet = (*etcdstore.Store)(nil)
+
+func (e *Engine) fleet() (Fleet, bool) {
+	f, ok := e.st.(Fleet)
+	return f, ok
+}
+
+func (e *Engine) reportTimeout() time.Duration {
+	if e.cfg != nil && e.cfg.Store.ReportTimeout.Duration > 0 {
+		return e.cfg.Store.ReportTimeout.Duration
+	}
+	return config.DefaultReportTimeout
+}
+
+// deployFleet makes the new set the fleet's and waits for its members.
+func (e *Engine) deployFleet(ctx context.Context, c *config.Certificate, st *State, f Fleet) error {
+	txn := st.Txn
+	if err := f.Switch(c.Name, txn.NewSet); err != nil {
+		return err
+	}
+	if err := e.refreshLive(c, st); err != nil {
+		return err
+	}
+	if k := st.key(txn.Target); k != nil && k.Served.IsZero() {
+		k.Served = e.clock.Now()
+	}
+	e.rep.Progress(c.Name, "deploy", fmt.Sprintf("set %s is the fleet's; waiting for every member's agent to serve key %s", txn.NewSet, short(txn.Target)))
+	hosts, err := e.awaitMembers(ctx, c, f, txn.NewSet, txn.Target)
+	if err != nil {
+		if txn.PrevSet == "" {
+			return e.bootstrap(c, "not every member serves it", err)
+		}
+		return e.rollback(ctx, c, st, err)
+	}
+	e.rep.Progress(c.Name, "deploy", fmt.Sprintf("%s serve key %s", membersPhrase(hosts), short(txn.Target)))
+	return nil
+}
+
+func (e *Engine) awaitMembers(ctx context.Context, c *config.Certificate, f Fleet, set, key string) ([]string, error) {
+	return f.AwaitServed(ctx, c.Name, set, key, e.reportTimeout(), func(waiting []string) {
+		e.rep.Progress(c.Name, "deploy", "waiting for "+strings.Join(waiting, ", "))
+	})
+}
+
+func membersPhrase(hosts []string) string {
+	switch len(hosts) {
+	case 0:
+		return "no member is registered; nothing"
+	case 1:
+		return "member " + hosts[0] + " reports it:"
+	}
+	return fmt.Sprintf("all %d members (%s) report they", len(hosts), strings.Join(hosts, ", "))
+}
+
+// rollbackFleet puts the previous set back as the fleet's and waits for
+// the members to serve it again. The TLSA records stay.
+func (e *Engine) rollbackFleet(ctx context.Context, c *config.Certificate, st *State, f Fleet, cause error) error {
+	prev := st.Txn.PrevSet
+	rb := &RolledBackError{Err: cause, To: prev}
+	if prev == "" {
+		return rb
+	}
+	e.rep.Progress(c.Name, "rollback", fmt.Sprintf("making set %s the fleet's again: %v", prev, cause))
+	if err := f.Switch(c.Name, prev); err != nil {
+		rb.SwitchErr = err
+		return rb
+	}
+	rb.Reverted = true
+	if err := e.refreshLive(c, st); err != nil {
+		rb.SwitchErr, rb.Reverted = err, false
+		return rb
+	}
+	if st.Txn.Previous != "" {
+		_, rb.ProbeErr = e.awaitMembers(ctx, c, f, prev, st.Txn.Previous)
+	}
+	return rb
+}
+
+// Agent keeps a member's host in step with the fleet: for each
+// certificate with services on this host, it installs the fleet's live
+// set into the host's state_dir, reloads the services, probes their
+// endpoints as verify does, and reports what it found.
+type Agent struct {
+	e     *Engine // this host's configuration, reloads and probes
+	local *store.Store
+	fleet *etcdstore.Store
+	// Resync is how often every certificate is looked at even without a
+	// change (a missed watch event, a service restarted by hand).
+	Resync time.Duration
+}
+
+// NewAgent returns the agent of this host. e is an engine of the host's
+// configuration (its Backend does not matter); local is its state_dir.
+func NewAgent(e *Engine, local *store.Store, fleet *etcdstore.Store) *Agent {
+	return &Agent{e: e, local: local, fleet: fleet, Resync: time.Minute}
+}
+
+// AgentOutcome is what the agent did for one certificate.
+type AgentOutcome struct {
+	Name string
+	// Set is the fleet's live set ("" when there is none yet).
+	Set     string
+	Changed bool
+	Err     error
+}
+
+// served are this host's certificates: those with services here.
+func (a *Agent) served() []*config.Certificate {
+	var out []*config.Certificate
+	for _, c := range a.e.cfg.Certificates {
+		if len(c.Services) > 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (a *Agent) endpoints(c *config.Certificate) []string {
+	var eps []string
+	for _, name := range c.Services {
+		eps = append(eps, a.e.cfg.Services[name].Probe...)
+	}
+	return eps
+}
+
+// Register records this host as a member of each of its certificates.
+func (a *Agent) Register(ctx context.Context) error {
+	for _, c := range a.served() {
+		if err := a.fleet.Register(ctx, c.Name, a.endpoints(c)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SyncAll brings every certificate of this host in step once.
+func (a *Agent) SyncAll(ctx context.Context) []AgentOutcome {
+	var out []AgentOutcome
+	for _, c := range a.served() {
+		out = append(out, a.Sync(ctx, c))
+	}
+	return out
+}
+
+// Run registers, then keeps the host in step until ctx ends: at every
+// change of a live set, and every Resync.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Register(ctx); err != nil {
+		return err
+	}
+	if err := a.fleet.Alive(ctx); err != nil {
+		return err
+	}
+	changed := make(chan string, 64)
+	go func() {
+		for ctx.Err() == nil {
+			err := a.fleet.WatchLive(ctx, func(name string) {
+				select {
+				case changed <- name:
+				default: // the resync catches up
+				}
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			a.e.log.Warn("watching the fleet's live sets failed; resyncing", "err", err)
+			select {
+			case changed <- "":
+			default:
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	a.report(a.SyncAll(ctx))
+	tick := time.NewTicker(a.Resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if err := a.fleet.Alive(ctx); err != nil {
+				a.e.log.Warn("the fleet's liveness key", "err", err)
+			}
+			a.report(a.SyncAll(ctx))
+		case name := <-changed:
+			if c := a.e.cfg.Certificate(name); name == "" || c == nil || len(c.Services) == 0 {
+				a.report(a.SyncAll(ctx))
+			} else {
+				a.report([]AgentOutcome{a.Sync(ctx, c)})
+			}
+		}
+	}
+}
+
+func (a *Agent) report(outs []AgentOutcome) {
+	for _, o := range outs {
+		switch {
+		case o.Err != nil:
+			a.e.log.Error("agent", "cert", o.Name, "set", o.Set, "err", o.Err)
+		case o.Changed:
+			a.e.rep.Progress(o.Name, "agent", fmt.Sprintf("set %s installed and served", o.Set))
+		}
+	}
+}
+
+// Sync brings one certificate in step: installs the fleet's live set if
+// this host serves another, reloads, probes, and reports in etcd. A set
+// that fails here is taken back on this host (the previous one installed
+// and reloaded again) and reported as failed: the coordinator then rolls
+// the fleet back.
+func (a *Agent) Sync(ctx context.Context, c *config.Certificate) AgentOutcome {
+	out := AgentOutcome{Name: c.Name}
+	lock, err := a.local.LockCert(c.Name)
+	if err != nil {
+		out.Err = err
+		return out
+	}
+	defer lock.Unlock()
+	id, rev, err := a.fleet.LiveRevision(c.Name)
+	if err != nil || id == "" {
+		out.Err = err
+		return out
+	}
+	out.Set = id
+	rep := etcdstore.Report{Set: id, LiveRevision: rev}
+	fail := func(err error) AgentOutcome {
+		out.Err = err
+		rep.OK, rep.Error, rep.At = false, err.Error(), a.e.clock.Now().UTC()
+		if perr := a.fleet.PutReport(ctx, c.Name, rep); perr != nil {
+			out.Err = errors.Join(err, perr)
+		}
+		return out
+	}
+	set, err := a.fleet.Set(c.Name, id)
+	if err != nil {
+		return fail(fmt.Errorf("the fleet's set %s: %w", id, err))
+	}
+	leaf, err := set.Leaf()
+	if err != nil {
+		return fail(err)
+	}
+	keyIDHex, spki, err := keyID(leaf.PublicKey)
+	if err != nil {
+		return fail(err)
+	}
+	rep.Key = keyIDHex
+	prev, err := a.local.Live(c.Name)
+	if err != nil {
+		return fail(err)
+	}
+	if prev == nil || !bytes.Equal(prev.Cert, set.Cert) || !bytes.Equal(prev.Key, set.Key) || !bytes.Equal(prev.Chain, set.Chain) {
+		localID, err := a.local.Install(c.Name, set)
+		if err != nil {
+			return fail(err)
+		}
+		if err := a.local.Switch(c.Name, localID); err != nil {
+			return fail(err)
+		}
+		out.Changed = true
+		a.e.rep.Progress(c.Name, "agent", fmt.Sprintf("installed the fleet's set %s (here %s)", id, localID))
+	}
+	err = a.e.reload(ctx, c)
+	if err == nil {
+		err = a.e.probeKey(ctx, c, &KeyInfo{ID: keyIDHex, SPKI: spki})
+	}
+	if err != nil {
+		if out.Changed && prev != nil {
+			if serr := a.local.Switch(c.Name, prev.ID); serr != nil {
+				err = fmt.Errorf("%w; switching this host back to its set %s failed too: %v", err, prev.ID, serr)
+			} else if rerr := a.e.reload(ctx, c); rerr != nil {
+				err = fmt.Errorf("%w; switched this host back to its set %s, but reloading failed: %v", err, prev.ID, rerr)
+			} else {
+				err = fmt.Errorf("%w; this host serves its set %s again", err, prev.ID)
+			}
+		}
+		return fail(err)
+	}
+	rep.OK, rep.At = true, a.e.clock.Now().UTC()
+	if err := a.fleet.PutReport(ctx, c.Name, rep); err != nil {
+		out.Err = err
+	}
+	return out
+}
