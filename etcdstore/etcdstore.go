@@ -48,10 +48,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/zap"
-
 	"github.com/daneroll/daneroll/fleetkey"
 	"github.com/daneroll/daneroll/store"
 )
@@ -87,7 +83,7 @@ const (
 
 // Store is a fleet's state in etcd.
 type Store struct {
-	cli     *clientv3.Client
+	cli     *client
 	prefix  string
 	key     *fleetkey.Key
 	host    string
@@ -99,11 +95,11 @@ type Store struct {
 	sessMu sync.Mutex // guards sess
 	// sess holds the lease of this process's locks and liveness key,
 	// made on first use.
-	sess *concurrency.Session
+	sess *session
 
 	locksMu sync.Mutex // guards locks
 	// locks are the certificates' locks this process holds, by name.
-	locks map[string]*concurrency.Mutex
+	locks map[string]*mutex
 }
 
 // Open connects to etcd and checks that it answers.
@@ -126,29 +122,13 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   o.Endpoints,
-		TLS:         o.TLS,
-		DialTimeout: o.Timeout,
-		// The client's own log goes nowhere: its errors reach daneroll
-		// as errors, with context.
-		Logger:               zap.NewNop(),
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
-		// A write that etcd may have applied must not be sent again
-		// behind daneroll's back.
-		RejectOldCluster: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd: %w", err)
-	}
-	s := &Store{cli: cli, prefix: o.Prefix, key: o.Key, host: o.Host, lockTTL: o.LockTTL, timeout: o.Timeout,
-		log: o.Logger, now: o.Now, locks: map[string]*concurrency.Mutex{}}
+	s := &Store{cli: newClient(o.Endpoints, o.TLS, o.Timeout), prefix: o.Prefix, key: o.Key, host: o.Host,
+		lockTTL: o.LockTTL, timeout: o.Timeout, log: o.Logger, now: o.Now, locks: map[string]*mutex{}}
 	// One read proves the endpoints, the TLS and the permissions.
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	if _, err := cli.Get(cctx, s.prefix+"hosts/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
-		cli.Close()
+	if _, err := s.cli.count(cctx, s.prefix+"hosts/"); err != nil {
+		s.cli.close()
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(o.Endpoints, ", "), err)
 	}
 	return s, nil
@@ -161,10 +141,12 @@ func (s *Store) Close() error {
 	sess := s.sess
 	s.sess = nil
 	s.sessMu.Unlock()
+	var err error
 	if sess != nil {
-		_ = sess.Close()
+		err = sess.close(s.cli, s.timeout)
 	}
-	return s.cli.Close()
+	s.cli.close()
+	return err
 }
 
 // Host is this member's name.
@@ -182,22 +164,19 @@ func (s *Store) ctx() (context.Context, context.CancelFunc) {
 }
 
 // session is this process's lease, kept alive while it runs.
-func (s *Store) session() (*concurrency.Session, error) {
+func (s *Store) session() (*session, error) {
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
 	if s.sess != nil {
-		select {
-		case <-s.sess.Done():
-			// The lease expired: whatever was held on it is gone.
-			s.sess = nil
-		default:
+		if s.sess.alive() {
 			return s.sess, nil
 		}
+		// The lease expired: whatever was held on it is gone.
+		s.sess = nil
 	}
-	ttl := int((s.lockTTL + time.Second - 1) / time.Second)
-	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(ttl))
+	sess, err := newSession(s.cli, s.lockTTL, s.timeout)
 	if err != nil {
-		return nil, fmt.Errorf("etcd: lease: %w", err)
+		return nil, err
 	}
 	s.sess = sess
 	return sess, nil
@@ -239,26 +218,42 @@ func (s *Store) LockCert(ctx context.Context, name string) (store.Unlocker, erro
 	if err != nil {
 		return nil, err
 	}
-	m := concurrency.NewMutex(sess, s.certKey(name, "lock"))
 	tctx, cancel := context.WithTimeout(ctx, s.timeout)
-	err = m.TryLock(tctx)
+	m, first, err := s.tryLock(tctx, s.certKey(name, "lock")+"/", sess)
 	cancel()
-	if errors.Is(err, concurrency.ErrLocked) {
-		wctx, cancel := context.WithTimeout(ctx, s.lockTTL+2*time.Second)
-		err = m.Lock(wctx)
-		cancel()
-		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			return nil, s.lockedError(name)
-		}
-	}
 	if err != nil {
 		return nil, fmt.Errorf("etcd: lock %s: %w", name, err)
+	}
+	// A holder that died frees the lock when its lease expires.
+	deadline := time.Now().Add(s.lockTTL + 2*time.Second)
+	for !first {
+		if time.Now().After(deadline) {
+			le := s.lockedError(name)
+			rctx, cancel := s.ctx()
+			_ = s.release(rctx, m)
+			cancel()
+			return nil, le
+		}
+		select {
+		case <-ctx.Done():
+			rctx, cancel := s.ctx()
+			_ = s.release(rctx, m)
+			cancel()
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		tctx, cancel := context.WithTimeout(ctx, s.timeout)
+		first, err = s.first(tctx, m)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("etcd: lock %s: %w", name, err)
+		}
 	}
 	s.locksMu.Lock()
 	s.locks[name] = m
 	s.locksMu.Unlock()
 	h, _ := json.Marshal(holder{Host: s.host, PID: os.Getpid(), Since: s.now().UTC()})
-	if err := s.write(name, nil, clientv3.OpPut(s.certKey(name, "holder"), string(h), clientv3.WithLease(sess.Lease()))); err != nil {
+	if err := s.write(name, nil, opPut(s.certKey(name, "holder"), h, sess.id)); err != nil {
 		s.unlock(name, m)
 		return nil, err
 	}
@@ -269,7 +264,7 @@ type unlocker func() error
 
 func (u unlocker) Unlock() error { return u() }
 
-func (s *Store) unlock(name string, m *concurrency.Mutex) error {
+func (s *Store) unlock(name string, m *mutex) error {
 	s.locksMu.Lock()
 	if s.locks[name] == m {
 		delete(s.locks, name)
@@ -279,8 +274,7 @@ func (s *Store) unlock(name string, m *concurrency.Mutex) error {
 	defer cancel()
 	// The holder record goes with the lock, in one transaction that only
 	// an owner can make.
-	_, err := s.cli.Txn(ctx).If(m.IsOwner()).Then(clientv3.OpDelete(s.certKey(name, "holder")), clientv3.OpDelete(m.Key())).Commit()
-	if err != nil {
+	if err := s.release(ctx, m, s.certKey(name, "holder")); err != nil {
 		return fmt.Errorf("etcd: unlock %s: %w", name, err)
 	}
 	return nil
@@ -290,9 +284,9 @@ func (s *Store) lockedError(name string) error {
 	le := &store.LockedError{Path: s.certKey(name, "lock")}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if resp, err := s.cli.Get(ctx, s.certKey(name, "holder")); err == nil && len(resp.Kvs) == 1 && len(resp.Kvs[0].Value) <= maxRecord {
+	if kv, err := s.cli.get(ctx, s.certKey(name, "holder")); err == nil && kv != nil && len(kv.Value) <= maxRecord {
 		var h holder
-		if json.Unmarshal(resp.Kvs[0].Value, &h) == nil {
+		if json.Unmarshal(kv.Value, &h) == nil {
 			le.Host, le.PID, le.Since = h.Host, h.PID, h.Since
 		}
 	}
@@ -301,27 +295,29 @@ func (s *Store) lockedError(name string) error {
 
 // write commits ops for certificate name if this process still owns its
 // lock and every cmp holds. A failed cmp is errConflict.
-func (s *Store) write(name string, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
+func (s *Store) write(name string, cmps []cmp, ops ...op) error {
 	s.locksMu.Lock()
 	m := s.locks[name]
 	s.locksMu.Unlock()
 	if m == nil {
 		return fmt.Errorf("etcd: %s: written without its lock", name)
 	}
+	if !m.sess.alive() {
+		return &LostLockError{Name: name}
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(append([]clientv3.Cmp{m.IsOwner()}, cmps...)...).Then(ops...).Commit()
+	resp, err := s.cli.txn(ctx, append([]cmp{m.owns()}, cmps...), ops, []op{opGet(m.key)})
 	if err != nil {
 		return fmt.Errorf("etcd: %s: %w", name, err)
 	}
 	if resp.Succeeded {
 		return nil
 	}
-	own, err := s.cli.Txn(ctx).If(m.IsOwner()).Commit()
-	if err != nil {
-		return fmt.Errorf("etcd: %s: %w", name, err)
+	if len(resp.Responses) != 1 || resp.Responses[0].Range == nil {
+		return fmt.Errorf("etcd: %s: an answer without the lock's key", name)
 	}
-	if !own.Succeeded {
+	if kvs := resp.Responses[0].Range.Kvs; len(kvs) != 1 || int64(kvs[0].CreateRevision) != m.rev {
 		return &LostLockError{Name: name}
 	}
 	return errConflict
@@ -333,18 +329,20 @@ var errConflict = errors.New("etcd: changed by someone else")
 func (s *Store) get(key string, limit int) ([]byte, int64, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	resp, err := s.cli.Get(ctx, key)
+	kv, err := s.cli.get(ctx, key)
 	if err != nil {
 		return nil, 0, fmt.Errorf("etcd: %s: %w", key, err)
 	}
-	if len(resp.Kvs) == 0 {
+	if kv == nil {
 		return nil, 0, nil
 	}
-	kv := resp.Kvs[0]
 	if len(kv.Value) > limit {
 		return nil, 0, fmt.Errorf("etcd: %s: %d bytes, more than daneroll ever writes there (%d)", key, len(kv.Value), limit)
 	}
-	return kv.Value, kv.ModRevision, nil
+	if kv.Value == nil {
+		kv.Value = []byte{}
+	}
+	return kv.Value, int64(kv.ModRevision), nil
 }
 
 // ReadJournal decodes certificate name's journal into v.
@@ -367,7 +365,7 @@ func (s *Store) WriteJournal(name string, data []byte) error {
 	if len(data) > maxJournal {
 		return fmt.Errorf("%s: journal of %d bytes", name, len(data))
 	}
-	return s.write(name, nil, clientv3.OpPut(s.certKey(name, "journal"), string(data)))
+	return s.write(name, nil, opPut(s.certKey(name, "journal"), data, 0))
 }
 
 // JournalName is the journal's key.
@@ -451,7 +449,7 @@ func (s *Store) WriteKey(name, slot string, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	return s.write(name, nil, clientv3.OpPut(k, string(sealed)))
+	return s.write(name, nil, opPut(k, sealed, 0))
 }
 
 // RemoveKey empties a slot.
@@ -459,7 +457,7 @@ func (s *Store) RemoveKey(name, slot string) error {
 	if err := errors.Join(store.CheckName(name), checkSlot(slot)); err != nil {
 		return err
 	}
-	return s.write(name, nil, clientv3.OpDelete(s.KeyName(name, slot)))
+	return s.write(name, nil, opDelete(s.KeyName(name, slot)))
 }
 
 // setRecord is an archive set in etcd.
@@ -480,12 +478,12 @@ func (s *Store) Sets(name string) ([]string, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	pfx := s.certKey(name, "sets") + "/"
-	resp, err := s.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	kvs, err := s.cli.list(ctx, pfx, true)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %s: %w", pfx, err)
 	}
 	var ids []string
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		if id := strings.TrimPrefix(string(kv.Key), pfx); store.ValidSetID(id) {
 			ids = append(ids, id)
 		}
@@ -526,7 +524,7 @@ func (s *Store) Install(name string, set *store.Set) (string, error) {
 		if len(rec) > maxSet {
 			return "", fmt.Errorf("install %s: a set of %d bytes", name, len(rec))
 		}
-		err = s.write(name, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}, clientv3.OpPut(k, string(rec)))
+		err = s.write(name, []cmp{createdAt(k, 0)}, opPut(k, rec, 0))
 		if errors.Is(err, errConflict) {
 			continue
 		}
@@ -588,7 +586,7 @@ func (s *Store) PruneSets(name string, keep int, protect ...string) ([]string, e
 		if i >= len(ids)-keep || slices.Contains(protect, id) {
 			continue
 		}
-		if err := s.write(name, nil, clientv3.OpDelete(s.setKey(name, id))); err != nil {
+		if err := s.write(name, nil, opDelete(s.setKey(name, id))); err != nil {
 			return removed, err
 		}
 		removed = append(removed, id)
@@ -604,8 +602,7 @@ func (s *Store) Switch(name, id string) error {
 	if !store.ValidSetID(id) {
 		return fmt.Errorf("switch %s: %q is not a set ID", name, id)
 	}
-	err := s.write(name, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.setKey(name, id)), ">", 0)},
-		clientv3.OpPut(s.certKey(name, "live"), id))
+	err := s.write(name, []cmp{exists(s.setKey(name, id))}, opPut(s.certKey(name, "live"), []byte(id), 0))
 	if errors.Is(err, errConflict) {
 		return fmt.Errorf("switch %s: no set %s", name, id)
 	}

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -58,9 +56,9 @@ func (s *Store) Register(ctx context.Context, name string, endpoints []string) e
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	since := s.now().UTC()
-	if resp, err := s.cli.Get(ctx, k); err == nil && len(resp.Kvs) == 1 {
+	if kv, err := s.cli.get(ctx, k); err == nil && kv != nil && len(kv.Value) <= maxRecord {
 		var old Member
-		if json.Unmarshal(resp.Kvs[0].Value, &old) == nil && !old.Since.IsZero() {
+		if json.Unmarshal(kv.Value, &old) == nil && !old.Since.IsZero() {
 			since = old.Since
 		}
 	}
@@ -68,7 +66,7 @@ func (s *Store) Register(ctx context.Context, name string, endpoints []string) e
 	if err != nil {
 		return err
 	}
-	if _, err := s.cli.Put(ctx, k, string(data)); err != nil {
+	if err := s.cli.put(ctx, k, data, 0); err != nil {
 		return fmt.Errorf("etcd: register %s for %s: %w", s.host, name, err)
 	}
 	return nil
@@ -83,17 +81,17 @@ func (s *Store) Leave(ctx context.Context, host string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	pfx := s.prefix + "certs/"
-	resp, err := s.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	kvs, err := s.cli.list(ctx, pfx, true)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}
 	var names []string
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		name, rest, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), pfx), "/")
 		if !ok || rest != "members/"+host {
 			continue
 		}
-		if _, err := s.cli.Txn(ctx).Then(clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(s.certKey(name, "reports", host))).Commit(); err != nil {
+		if _, err := s.cli.txn(ctx, nil, []op{opDelete(string(kv.Key)), opDelete(s.certKey(name, "reports", host))}, nil); err != nil {
 			return names, fmt.Errorf("etcd: %w", err)
 		}
 		names = append(names, name)
@@ -136,11 +134,11 @@ func (s *Store) list(ctx context.Context, name, what string, each func(host stri
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	pfx := s.certKey(name, what) + "/"
-	resp, err := s.cli.Get(ctx, pfx, clientv3.WithPrefix())
+	kvs, err := s.cli.list(ctx, pfx, false)
 	if err != nil {
 		return fmt.Errorf("etcd: %s: %w", pfx, err)
 	}
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		host := strings.TrimPrefix(string(kv.Key), pfx)
 		if validHost(host) != nil || len(kv.Value) > maxRecord {
 			return fmt.Errorf("etcd: %s: not a record daneroll writes", kv.Key)
@@ -164,7 +162,7 @@ func (s *Store) PutReport(ctx context.Context, name string, r Report) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if _, err := s.cli.Put(ctx, s.certKey(name, "reports", s.host), string(data)); err != nil {
+	if err := s.cli.put(ctx, s.certKey(name, "reports", s.host), data, 0); err != nil {
 		return fmt.Errorf("etcd: report %s: %w", name, err)
 	}
 	return nil
@@ -276,7 +274,7 @@ func (s *Store) Alive(ctx context.Context) error {
 	data, _ := json.Marshal(map[string]any{"host": s.host, "since": s.now().UTC()})
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if _, err := s.cli.Put(ctx, s.prefix+"hosts/"+s.host+"/alive", string(data), clientv3.WithLease(sess.Lease())); err != nil {
+	if err := s.cli.put(ctx, s.prefix+"hosts/"+s.host+"/alive", data, sess.id); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	return nil
@@ -286,29 +284,63 @@ func (s *Store) Alive(ctx context.Context) error {
 func (s *Store) IsAlive(ctx context.Context, host string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.prefix+"hosts/"+host+"/alive", clientv3.WithCountOnly())
+	n, err := s.cli.count(ctx, s.prefix+"hosts/"+host+"/alive")
 	if err != nil {
 		return false, fmt.Errorf("etcd: %w", err)
 	}
-	return resp.Count > 0, nil
+	return n > 0, nil
 }
 
 // WatchLive calls changed with a certificate's name whenever its live set
-// changes, until ctx ends. It returns when the watch breaks (etcd
-// unreachable for long, compaction): the caller resyncs and watches again.
-func (s *Store) WatchLive(ctx context.Context, changed func(name string)) error {
-	pfx := s.prefix + "certs/"
-	wc := s.cli.Watch(clientv3.WithRequireLeader(ctx), pfx, clientv3.WithPrefix(), clientv3.WithFilterDelete())
-	for resp := range wc {
-		if err := resp.Err(); err != nil {
-			return fmt.Errorf("etcd: watch: %w", err)
-		}
-		for _, ev := range resp.Events {
-			name, rest, ok := strings.Cut(strings.TrimPrefix(string(ev.Kv.Key), pfx), "/")
-			if ok && rest == "live" && store.CheckName(name) == nil {
-				changed(name)
-			}
+// changes, looking every interval, until ctx ends. A look that fails is
+// logged and tried again at the next: the agent's resync covers the gap.
+// Polling (one small request an interval) rather than etcd's watch keeps
+// daneroll on plain HTTP.
+func (s *Store) WatchLive(ctx context.Context, names []string, every time.Duration, changed func(name string)) error {
+	seen := map[string]int64{}
+	for _, name := range names {
+		if err := store.CheckName(name); err != nil {
+			return err
 		}
 	}
-	return ctx.Err()
+	first := true
+	for {
+		for start := 0; start < len(names); start += maxOps {
+			batch := names[start:min(start+maxOps, len(names))]
+			ops := make([]op, len(batch))
+			for i, name := range batch {
+				ops[i] = opGet(s.certKey(name, "live"))
+			}
+			rctx, cancel := context.WithTimeout(ctx, s.timeout)
+			resp, err := s.cli.txn(rctx, nil, ops, nil)
+			cancel()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil || len(resp.Responses) != len(batch) {
+				s.log.Warn("looking for changes of the fleet's live sets", "err", err)
+				break
+			}
+			for i, name := range batch {
+				var rev int64
+				if r := resp.Responses[i].Range; r != nil && len(r.Kvs) == 1 {
+					rev = int64(r.Kvs[0].ModRevision)
+				}
+				if old, ok := seen[name]; (ok || !first) && old != rev {
+					changed(name)
+				}
+				seen[name] = rev
+			}
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+	}
 }
+
+// maxOps stays under etcd's default limit of operations in a transaction
+// (--max-txn-ops 128).
+const maxOps = 100

@@ -112,15 +112,17 @@ type Agent struct {
 	e     *Engine // this host's configuration, reloads and probes
 	local *store.Store
 	fleet *etcdstore.Store
-	// Resync is how often every certificate is looked at even without a
-	// change (a missed watch event, a service restarted by hand).
+	// Poll is how often the agent looks for a change of the live sets.
+	Poll time.Duration
+	// Resync is how often every certificate is synced even without a
+	// change (a look that failed, a service restarted by hand).
 	Resync time.Duration
 }
 
 // NewAgent returns the agent of this host. e is an engine of the host's
 // configuration (its Backend does not matter); local is its state_dir.
 func NewAgent(e *Engine, local *store.Store, fleet *etcdstore.Store) *Agent {
-	return &Agent{e: e, local: local, fleet: fleet, Resync: time.Minute}
+	return &Agent{e: e, local: local, fleet: fleet, Poll: time.Second, Resync: time.Minute}
 }
 
 // AgentOutcome is what the agent did for one certificate.
@@ -180,28 +182,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	changed := make(chan string, 64)
-	go func() {
-		for ctx.Err() == nil {
-			err := a.fleet.WatchLive(ctx, func(name string) {
-				select {
-				case changed <- name:
-				default: // the resync catches up
-				}
-			})
-			if ctx.Err() != nil {
-				return
-			}
-			a.e.log.Warn("watching the fleet's live sets failed; resyncing", "err", err)
-			select {
-			case changed <- "":
-			default:
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+	var names []string
+	for _, c := range a.served() {
+		names = append(names, c.Name)
+	}
+	go a.fleet.WatchLive(ctx, names, a.Poll, func(name string) {
+		select {
+		case changed <- name:
+		default: // the resync catches up
 		}
-	}()
+	})
 	a.report(a.SyncAll(ctx))
 	tick := time.NewTicker(a.Resync)
 	defer tick.Stop()
@@ -215,9 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			a.report(a.SyncAll(ctx))
 		case name := <-changed:
-			if c := a.e.cfg.Certificate(name); name == "" || c == nil || len(c.Services) == 0 {
-				a.report(a.SyncAll(ctx))
-			} else {
+			if c := a.e.cfg.Certificate(name); c != nil {
 				a.report([]AgentOutcome{a.Sync(ctx, c)})
 			}
 		}
