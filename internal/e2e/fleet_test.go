@@ -1,0 +1,571 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/daneroll/daneroll/internal/dnstest"
+	"github.com/daneroll/daneroll/internal/loopback"
+	"github.com/daneroll/daneroll/internal/pebbletest"
+	"github.com/daneroll/daneroll/internal/rig"
+	"github.com/daneroll/daneroll/internal/tlsservice"
+	"github.com/daneroll/daneroll/services"
+)
+
+// fleet is three hosts serving mail.example.test on one port at 127.0.0.2,
+// .3 and .4, each with its own state_dir, TLS service and daneroll agent,
+// sharing their state through a three-member etcd cluster; Pebble and the
+// signed zone of internal/loopback; and a DANE client probing all three
+// hosts through the validating resolver the whole time.
+type fleet struct {
+	t     *testing.T
+	lb    *loopback.World
+	etcd  *rig.Etcd
+	port  string
+	owner string // _PORT._tcp.mail.example.test.
+	hosts []*fleetHost
+	start time.Time
+	probe *fleetProber
+}
+
+type fleetHost struct {
+	name, addr string
+	cfg, state string
+	svc        *tlsservice.Server
+
+	mu    sync.Mutex // guards agent and log
+	agent *exec.Cmd
+	log   *syncBuffer
+}
+
+// syncBuffer is an agent's output, written by its process and read by the
+// test.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const fleetHosts = 3
+
+// newFleet starts the fleet world, the agents included, with no
+// certificate yet. reportTimeout is [store] report_timeout.
+func newFleet(t *testing.T, reportTimeout string) *fleet {
+	t.Helper()
+	if bins.daneroll == "" {
+		t.Skip("end-to-end tests do not run with -short")
+	}
+	f := &fleet{t: t}
+	f.etcd = rig.StartEtcd(t, rig.EtcdOptions{Members: 3})
+	var records []string
+	for i := range fleetHosts {
+		records = append(records, fmt.Sprintf("mail 60 IN A 127.0.0.%d", i+2))
+	}
+	f.lb = loopback.StartT(t, loopback.Options{
+		Pebble:  &pebbletest.Options{Binary: bins.pebble, AlwaysValid: true},
+		Hosts:   []string{},
+		Records: records,
+	})
+	f.start = f.lb.Started
+	dir := f.lb.Dir
+	tsigFile := filepath.Join(dir, "tsig.secret")
+	if err := os.WriteFile(tsigFile, []byte(f.lb.TSIGSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "fleet.key")
+	if r := runDaneroll(t, "", "", "fleet-key", "--out", keyFile); r.code != 0 {
+		t.Fatalf("fleet-key: %s", r.out)
+	}
+	f.startServices(dir)
+	f.owner = "_" + f.port + "._tcp.mail.example.test."
+	for _, h := range f.hosts {
+		h.cfg = filepath.Join(dir, h.name+".toml")
+		if err := os.WriteFile(h.cfg, []byte(f.config(h, tsigFile, keyFile, reportTimeout)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range f.hosts {
+		f.startAgent(h)
+	}
+	f.waitMembers()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(f.agentLogs())
+		}
+	})
+	return f
+}
+
+// waitMembers waits until every host's agent has registered.
+func (f *fleet) waitMembers() {
+	f.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, h := range f.hosts {
+		for f.etcdGet("certs/mail/members/"+h.name) == nil {
+			if time.Now().After(deadline) {
+				f.t.Fatalf("%s's agent did not register%s", h.name, f.agentLogs())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// issue makes the fleet's first certificate from host1 and starts the
+// DANE prober once every host serves it.
+func (f *fleet) issue() string {
+	f.t.Helper()
+	out := f.mustRun(f.hosts[0], "renew")
+	key := f.served()[0]
+	if key == "" {
+		f.t.Fatalf("host1 serves no key after the first renew:\n%s%s", out, f.agentLogs())
+	}
+	f.waitServed(key, 10*time.Second)
+	f.probe = startFleetProber(f)
+	return f.atRest()
+}
+
+// startServices starts one TLS service per host on one port.
+func (f *fleet) startServices(dir string) {
+	f.t.Helper()
+	for attempt := 0; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.2:0")
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ln.Close()
+		var hosts []*fleetHost
+		var failed error
+		for i := range fleetHosts {
+			h := &fleetHost{name: fmt.Sprintf("host%d", i+1), addr: fmt.Sprintf("127.0.0.%d", i+2), log: &syncBuffer{}}
+			h.state = filepath.Join(dir, h.name, "state")
+			h.svc, err = tlsservice.Start(tlsservice.Options{
+				Addr:     net.JoinHostPort(h.addr, port),
+				LiveDir:  filepath.Join(h.state, "live", "mail"),
+				Protocol: "smtp",
+				Hostname: "mail.example.test",
+			})
+			if err != nil {
+				failed = err
+				break
+			}
+			hosts = append(hosts, h)
+		}
+		if failed == nil {
+			f.port, f.hosts = port, hosts
+			break
+		}
+		for _, h := range hosts {
+			h.svc.Close()
+		}
+		if attempt == 5 {
+			f.t.Fatalf("no port free on 127.0.0.2-%d: %v", fleetHosts+1, failed)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	for _, h := range f.hosts {
+		// Each host's reload (kill -HUP) reloads every host's service: a
+		// reload only re-reads what that host's agent installed.
+		h.svc.ReloadOnSignal(ctx, syscall.SIGHUP)
+	}
+	f.t.Cleanup(func() {
+		cancel()
+		for _, h := range f.hosts {
+			h.svc.Close()
+		}
+	})
+}
+
+func (f *fleet) config(h *fleetHost, tsigFile, keyFile, reportTimeout string) string {
+	ns := f.lb.DNS.Addrs()
+	return fmt.Sprintf(`# %s of a fleet of %d (internal/e2e/fleet_test.go)
+state_dir = %q
+
+[acme]
+directory = %q
+email = "hostmaster@example.test"
+accept_tos = true
+ca_roots = [%q]
+
+[dns]
+resolver = %q
+confirm_timeout = "1m"
+
+[dns.publisher.ns]
+type = "rfc2136"
+server = %q
+tsig_name = %q
+tsig_algorithm = "hmac-sha256"
+tsig_secret_file = %q
+nameservers = [%s]
+
+[store]
+type = "etcd"
+endpoints = [%s]
+ca_file = %q
+cert_file = %q
+key_file = %q
+fleet_key_file = %q
+host = %q
+lock_ttl = "5s"
+report_timeout = %q
+
+[[certificate]]
+name = "mail"
+domains = ["mail.example.test"]
+challenge = "dns-01"
+publisher = "ns"
+key_policy = "fresh"
+tlsa = ["_%s._tcp.mail.example.test"]
+tlsa_ttl = 1
+services = ["smtp"]
+
+[service.smtp]
+reload = ["kill", "-HUP", "%d"]
+reload_timeout = "10s"
+probe = ["smtp://mail.example.test:%s?connect=%s"]
+`, h.name, fleetHosts, h.state, f.lb.Pebble.Directory, f.lb.Pebble.RootsFile, f.lb.Resolver.Addr(),
+		f.lb.DNS.Primary(), loopback.TSIGKey, tsigFile, quoteList(ns),
+		quoteList(f.etcd.Endpoints), f.etcd.CAFile, f.etcd.ClientCertFile, f.etcd.ClientKeyFile, keyFile, h.name, reportTimeout,
+		f.port, os.Getpid(), f.port, h.addr)
+}
+
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// startAgent runs host h's daneroll agent until stopAgent or the test's
+// end.
+func (f *fleet) startAgent(h *fleetHost) {
+	f.t.Helper()
+	cmd := exec.Command(bins.daneroll, "-c", h.cfg, "-v", "agent")
+	cmd.Env = append(os.Environ(), "DANEROLL_FAILPOINT=")
+	cmd.Stdout, cmd.Stderr = h.log, h.log
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.agent = cmd
+	h.mu.Unlock()
+	f.t.Cleanup(func() { f.stopAgent(h) })
+}
+
+// stopAgent stops host h's agent (SIGTERM, as systemd does).
+func (f *fleet) stopAgent(h *fleetHost) {
+	h.mu.Lock()
+	cmd := h.agent
+	h.agent = nil
+	h.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		f.t.Errorf("%s: the agent did not stop on SIGTERM within 10 s", h.name)
+	}
+}
+
+// run runs daneroll on host h.
+func (f *fleet) run(h *fleetHost, failpoint string, args ...string) result {
+	f.t.Helper()
+	return runDaneroll(f.t, h.cfg, failpoint, args...)
+}
+
+func (f *fleet) mustRun(h *fleetHost, args ...string) string {
+	f.t.Helper()
+	r := f.run(h, "", args...)
+	if r.code != 0 || r.killed {
+		f.t.Fatalf("%s: daneroll %v: exit %d:\n%s%s", h.name, args, r.code, r.out, f.agentLogs())
+	}
+	return r.out
+}
+
+func (f *fleet) agentLogs() string {
+	var b strings.Builder
+	for _, h := range f.hosts {
+		fmt.Fprintf(&b, "\n--- agent of %s:\n%s", h.name, tail(h.log.String(), 40))
+	}
+	return b.String()
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// fleetJournal is what the test reads of the journal in etcd.
+type fleetJournal struct {
+	Txn *struct {
+		Kind, Step string
+	} `json:"txn"`
+}
+
+// etcdGet reads one key of the fleet through etcd's JSON gateway.
+func (f *fleet) etcdGet(key string) []byte {
+	f.t.Helper()
+	body, _ := json.Marshal(map[string][]byte{"key": []byte("/daneroll/" + key)})
+	for _, ep := range f.etcd.Endpoints {
+		req, _ := http.NewRequest(http.MethodPost, ep+"/v3/kv/range", bytes.NewReader(body))
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.etcd.TLSConfig()}}).Do(req)
+		if err != nil {
+			continue
+		}
+		var r struct {
+			Kvs []struct {
+				Value []byte `json:"value"`
+			} `json:"kvs"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			continue
+		}
+		if len(r.Kvs) == 0 {
+			return nil
+		}
+		return r.Kvs[0].Value
+	}
+	f.t.Fatalf("no etcd member answers for %s", key)
+	return nil
+}
+
+// served returns the key each host's service serves.
+func (f *fleet) served() []string {
+	var keys []string
+	for _, h := range f.hosts {
+		keys = append(keys, h.svc.Served())
+	}
+	return keys
+}
+
+// published is what every server serves at the TLSA name (they must
+// agree).
+func (f *fleet) published() []string {
+	f.t.Helper()
+	got, err := f.lb.Published(f.owner)
+	if err != nil {
+		f.t.Error(err)
+	}
+	return got
+}
+
+// waitServed waits until every host serves key.
+func (f *fleet) waitServed(key string, within time.Duration) {
+	f.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if slices.Equal(f.served(), []string{key, key, key}) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.t.Fatalf("the hosts serve %v after %s, want %s everywhere%s", f.served(), within, key, f.agentLogs())
+}
+
+// atRest checks the fleet with no run going: no transaction pending in
+// etcd, every host serving the live set's key, exactly the wanted records
+// published (the live key, and for key_policy fresh nothing else), and no
+// moment so far at which any host served a key that a resolver might have
+// held an answer without.
+func (f *fleet) atRest() (live string) {
+	f.t.Helper()
+	var j fleetJournal
+	if data := f.etcdGet("certs/mail/journal"); data == nil {
+		f.t.Fatal("no journal in etcd")
+	} else if err := json.Unmarshal(data, &j); err != nil {
+		f.t.Fatal(err)
+	}
+	if j.Txn != nil {
+		f.t.Errorf("a %s transaction is still pending at %s", j.Txn.Kind, j.Txn.Step)
+	}
+	served := f.served()
+	if served[0] == "" || slices.ContainsFunc(served, func(k string) bool { return k != served[0] }) {
+		f.t.Errorf("the hosts serve %v, not one key", served)
+	}
+	if got := f.published(); !slices.Equal(got, served[:1]) {
+		f.t.Errorf("published %v, want exactly the served key %s", got, served[0])
+	}
+	f.noGaps()
+	return served[0]
+}
+
+// noGaps checks the cache model for every host and the prober's count.
+func (f *fleet) noGaps() {
+	f.t.Helper()
+	history := f.lb.DNS.History(f.owner, dns.TypeTLSA)
+	for _, h := range f.hosts {
+		var served []dnstest.KeyServed
+		timeline := h.svc.Timeline()
+		for i, ch := range timeline {
+			k := dnstest.KeyServed{From: ch.At, SPKI: ch.SPKI}
+			if i+1 < len(timeline) {
+				k.To = timeline[i+1].At
+			}
+			served = append(served, k)
+		}
+		for _, g := range dnstest.CacheGaps(history, served, time.Now()) {
+			f.t.Errorf("%s: %s", h.name, g.Describe(f.start))
+		}
+	}
+	if f.probe == nil {
+		return
+	}
+	if n, fails := f.probe.result(); len(fails) > 0 {
+		f.t.Errorf("the DANE prober failed %d of %d checks; first: %s", len(fails), n, strings.Join(fails[:min(5, len(fails))], "\n"))
+	}
+}
+
+// fleetProber is a DANE client of every host: it connects to each,
+// STARTTLS, and checks the key it is served against the TLSA records the
+// validating resolver returns (AD set), as postfix's smtp client does.
+type fleetProber struct {
+	f      *fleet
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex // guards n and fails
+	n     int
+	fails []string
+}
+
+func startFleetProber(f *fleet) *fleetProber {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &fleetProber{f: f, cancel: cancel, done: make(chan struct{})}
+	go p.run(ctx)
+	f.t.Cleanup(p.stop)
+	return p
+}
+
+func (p *fleetProber) stop() {
+	p.cancel()
+	<-p.done
+}
+
+func (p *fleetProber) run(ctx context.Context) {
+	defer close(p.done)
+	eps := make([]services.Endpoint, len(p.f.hosts))
+	for i, h := range p.f.hosts {
+		ep, err := services.ParseEndpoint(fmt.Sprintf("smtp://mail.example.test:%s?connect=%s", p.f.port, h.addr))
+		if err != nil {
+			panic(err)
+		}
+		eps[i] = ep
+	}
+	dc := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	for ctx.Err() == nil {
+		for i, ep := range eps {
+			msg := p.check(ctx, dc, ep)
+			if ctx.Err() != nil {
+				return
+			}
+			p.mu.Lock()
+			p.n++
+			if msg != "" {
+				p.fails = append(p.fails, fmt.Sprintf("+%.3fs %s: %s", time.Since(p.f.start).Seconds(), p.f.hosts[i].name, msg))
+			}
+			p.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// check is one DANE connection, as a client makes it: the TLSA records
+// from the validating resolver first, then the connection. It returns ""
+// when the client would accept the server.
+func (p *fleetProber) check(ctx context.Context, dc *dns.Client, ep services.Endpoint) string {
+	m := new(dns.Msg)
+	m.SetQuestion(p.f.owner, dns.TypeTLSA)
+	m.SetEdns0(1232, true)
+	r, _, err := dc.ExchangeContext(ctx, m, p.f.lb.Resolver.Addr())
+	switch {
+	case err != nil:
+		return "resolver: " + err.Error()
+	case r.Rcode != dns.RcodeSuccess:
+		return "resolver answered " + dns.RcodeToString[r.Rcode]
+	case !r.AuthenticatedData:
+		return "the resolver's answer is not validated (no AD)"
+	}
+	res, err := services.Probe(ctx, ep, services.ProbeOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		return err.Error()
+	}
+	key := res.LeafSPKI()
+	for _, rr := range r.Answer {
+		if t, ok := rr.(*dns.TLSA); ok && t.Usage == 3 && t.Selector == 1 && t.MatchingType == 1 && strings.EqualFold(t.Certificate, key) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("serves key %.16s, which none of the %d records the resolver returns matches", key, len(r.Answer))
+}
+
+func (p *fleetProber) result() (int, []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n, slices.Clone(p.fails)
+}
+
+// TestFleetRenews issues the fleet's certificate from one host and changes
+// its key from another: every host serves each key only once its record is
+// everywhere a DANE client may look, and the old record goes only when all
+// three serve the new key.
+func TestFleetRenews(t *testing.T) {
+	f := newFleet(t, "30s")
+	first := f.issue()
+	out := f.mustRun(f.hosts[1], "renew", "--force")
+	if !strings.Contains(out, "all 3 members (host1, host2, host3)") {
+		t.Errorf("renew --force on host2 does not say every member serves the key:\n%s", out)
+	}
+	second := f.atRest()
+	if second == first {
+		t.Fatalf("renew --force kept key %s", first)
+	}
+	out = f.mustRun(f.hosts[2], "renew")
+	if f.atRest() != second {
+		t.Errorf("a renew with nothing to do changed the key:\n%s", out)
+	}
+	n, _ := f.probe.result()
+	t.Logf("DANE prober: %d checks, none failed; keys %.12s then %.12s", n, first, second)
+}
