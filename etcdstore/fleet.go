@@ -201,12 +201,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// AwaitServed waits until every member registered for certificate name has
-// reported serving set with key, for the current write of live, and
-// returns the members. A member that reports a failure ends the wait at
-// once; one that reports nothing by timeout ends it then. Either is a
-// *NotServedError.
-func (s *Store) AwaitServed(ctx context.Context, name, set, key string, timeout time.Duration, progress func(waiting []string)) ([]string, error) {
+// AwaitServed waits until every member registered for certificate name,
+// but those in skip, has reported serving set with key, for the current
+// write of live, and returns the members it heard from. A member that
+// reports a failure ends the wait at once; one that reports nothing by
+// timeout ends it then. Either is a *NotServedError.
+func (s *Store) AwaitServed(ctx context.Context, name, set, key string, timeout time.Duration, skip []string, progress func(waiting []string)) ([]string, error) {
 	start := s.now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -232,6 +232,9 @@ func (s *Store) AwaitServed(ctx context.Context, name, set, key string, timeout 
 		nse := &NotServedError{Name: name, Set: set, Failed: map[string]string{}}
 		var hosts []string
 		for _, m := range members {
+			if slices.Contains(skip, m.Host) {
+				continue
+			}
 			hosts = append(hosts, m.Host)
 			r, ok := reports[m.Host]
 			switch {

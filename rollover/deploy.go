@@ -36,6 +36,9 @@ type RolledBackError struct {
 	// Unprobed is set when no probe is configured, so nothing says which
 	// key is served.
 	Unprobed bool
+	// Silent are the fleet's members that reported nothing on the new
+	// set, and were not waited for on the old one.
+	Silent []string
 }
 
 func (e *RolledBackError) Error() string {
@@ -55,6 +58,10 @@ func (e *RolledBackError) Error() string {
 	case e.ReloadErr != nil:
 		return fmt.Sprintf("%v; switched back to set %s: the old key is served again, but reloading still fails (%v); TLSA records kept",
 			e.Err, e.To, e.ReloadErr)
+	}
+	if len(e.Silent) > 0 {
+		return fmt.Sprintf("%v; rolled back to set %s on every member that reports (not on %s: whichever key it serves keeps its record); TLSA records kept",
+			e.Err, e.To, strings.Join(e.Silent, ", "))
 	}
 	return fmt.Sprintf("%v; rolled back to set %s; TLSA records kept", e.Err, e.To)
 }

@@ -19,11 +19,11 @@ import (
 // member to report the new key served (docs/fleet.md).
 type Fleet interface {
 	Backend
-	// AwaitServed waits until every member registered for name has
-	// reported set with key served for the current write of the live
-	// set, and returns the members; progress hears which ones it still
-	// waits for.
-	AwaitServed(ctx context.Context, name, set, key string, timeout time.Duration, progress func(waiting []string)) ([]string, error)
+	// AwaitServed waits until every member registered for name, but
+	// those in skip, has reported set with key served for the current
+	// write of the live set, and returns the members; progress hears
+	// which ones it still waits for.
+	AwaitServed(ctx context.Context, name, set, key string, timeout time.Duration, skip []string, progress func(waiting []string)) ([]string, error)
 }
 
 var _ Fleet = (*etcdstore.Store)(nil)
@@ -53,7 +53,7 @@ func (e *Engine) deployFleet(ctx context.Context, c *config.Certificate, st *Sta
 		k.Served = e.clock.Now()
 	}
 	e.rep.Progress(c.Name, "deploy", fmt.Sprintf("set %s is the fleet's; waiting for every member's agent to serve key %s", txn.NewSet, short(txn.Target)))
-	hosts, err := e.awaitMembers(ctx, c, f, txn.NewSet, txn.Target)
+	hosts, err := e.awaitMembers(ctx, c, f, txn.NewSet, txn.Target, nil)
 	if err != nil {
 		if txn.PrevSet == "" {
 			return e.bootstrap(c, "not every member serves it", err)
@@ -64,8 +64,8 @@ func (e *Engine) deployFleet(ctx context.Context, c *config.Certificate, st *Sta
 	return nil
 }
 
-func (e *Engine) awaitMembers(ctx context.Context, c *config.Certificate, f Fleet, set, key string) ([]string, error) {
-	return f.AwaitServed(ctx, c.Name, set, key, e.reportTimeout(), func(waiting []string) {
+func (e *Engine) awaitMembers(ctx context.Context, c *config.Certificate, f Fleet, set, key string, skip []string) ([]string, error) {
+	return f.AwaitServed(ctx, c.Name, set, key, e.reportTimeout(), skip, func(waiting []string) {
 		e.rep.Progress(c.Name, "deploy", "waiting for "+strings.Join(waiting, ", "))
 	})
 }
@@ -81,7 +81,9 @@ func membersPhrase(hosts []string) string {
 }
 
 // rollbackFleet puts the previous set back as the fleet's and waits for
-// the members to serve it again. The TLSA records stay.
+// the members to serve it again: those that reported on the new set. A
+// member that did not is not waited for again: it never said it left the
+// old set, and whichever key it serves, the TLSA records stay.
 func (e *Engine) rollbackFleet(ctx context.Context, c *config.Certificate, st *State, f Fleet, cause error) error {
 	prev := st.Txn.PrevSet
 	rb := &RolledBackError{Err: cause, To: prev}
@@ -98,8 +100,12 @@ func (e *Engine) rollbackFleet(ctx context.Context, c *config.Certificate, st *S
 		rb.SwitchErr, rb.Reverted = err, false
 		return rb
 	}
+	var nse *etcdstore.NotServedError
+	if errors.As(cause, &nse) {
+		rb.Silent = nse.Silent
+	}
 	if st.Txn.Previous != "" {
-		_, rb.ProbeErr = e.awaitMembers(ctx, c, f, prev, st.Txn.Previous)
+		_, rb.ProbeErr = e.awaitMembers(ctx, c, f, prev, st.Txn.Previous, rb.Silent)
 	}
 	return rb
 }

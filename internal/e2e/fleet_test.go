@@ -569,3 +569,135 @@ func TestFleetRenews(t *testing.T) {
 	n, _ := f.probe.result()
 	t.Logf("DANE prober: %d checks, none failed; keys %.12s then %.12s", n, first, second)
 }
+
+// TestFleetCoordinatorKilled kills the coordinator with SIGKILL just
+// before, then just after, each journal write of a key change in turn,
+// and resumes from another host: the resumed run waits out the dead one's
+// lease and finishes the transaction, and no DANE client ever fails.
+func TestFleetCoordinatorKilled(t *testing.T) {
+	f := newFleet(t, "30s")
+	key := f.issue()
+	kills, coordinator := 0, 0
+	for _, when := range []string{"before", "after"} {
+		for n := 1; ; n++ {
+			fp := fmt.Sprintf("%s:%d", when, n)
+			h := f.hosts[coordinator%fleetHosts]
+			r := f.run(h, fp, "renew", "--force")
+			if !r.killed {
+				if r.code != 0 {
+					t.Fatalf("%s: renew --force on %s failed:\n%s%s", fp, h.name, r.out, f.agentLogs())
+				}
+				key = f.atRest()
+				break
+			}
+			kills++
+			// Whoever runs next resumes it: another host.
+			coordinator++
+			next := f.hosts[coordinator%fleetHosts]
+			began := time.Now()
+			rec := f.run(next, "", "renew")
+			if rec.code != 0 || rec.killed {
+				t.Fatalf("%s: killed on %s; renew on %s after it failed (exit %d):\n%s%s", fp, h.name, next.name, rec.code, rec.out, f.agentLogs())
+			}
+			now := f.atRest()
+			t.Logf("%s: killed on %s, resumed on %s in %.1fs: key %.12s", fp, h.name, next.name, time.Since(began).Seconds(), now)
+			if t.Failed() {
+				t.Fatalf("after the kill at %s; the resumed run said:\n%s", fp, rec.out)
+			}
+			key = now
+		}
+	}
+	n, _ := f.probe.result()
+	t.Logf("%d kills; DANE prober: %d checks, none failed; last key %.12s", kills, n, key)
+	if kills < 6 {
+		t.Errorf("only %d journal writes to kill at: the failpoints did not reach the fleet's journal", kills)
+	}
+}
+
+// TestFleetEtcdMemberKilled kills an etcd member in the middle of a key
+// change: the run goes on with the other two.
+func TestFleetEtcdMemberKilled(t *testing.T) {
+	f := newFleet(t, "30s")
+	first := f.issue()
+	for _, member := range []int{0, 1} {
+		done := make(chan result, 1)
+		go func() { done <- runDaneroll(t, f.hosts[member+1].cfg, "", "renew", "--force") }()
+		// Wait until the run is past publishing: the journal's step
+		// moves on.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var j fleetJournal
+			if data := f.etcdGet("certs/mail/journal"); data != nil && json.Unmarshal(data, &j) == nil && j.Txn != nil && j.Txn.Step != "" && j.Txn.Step != "begin" {
+				t.Logf("killing etcd member %d with the transaction at step %s", member, j.Txn.Step)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the renew did not start a transaction")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		f.etcd.Kill(member)
+		r := <-done
+		if r.code != 0 || r.killed {
+			t.Fatalf("renew --force with etcd member %d killed: exit %d:\n%s%s", member, r.code, r.out, f.agentLogs())
+		}
+		if k := f.atRest(); k == first {
+			t.Errorf("the key did not change")
+		} else {
+			first = k
+		}
+		f.etcd.Restart(member)
+	}
+	n, _ := f.probe.result()
+	t.Logf("DANE prober: %d checks, none failed", n)
+}
+
+// TestFleetSilentMember stops one host's agent: the key change waits for
+// its report, then rolls the fleet back to the old key and keeps both
+// records; with the agent back, the next change goes through.
+func TestFleetSilentMember(t *testing.T) {
+	f := newFleet(t, "5s")
+	old := f.issue()
+	silent := f.hosts[2]
+	f.stopAgent(silent)
+	r := f.run(f.hosts[0], "", "renew", "--force")
+	if r.code == 0 {
+		t.Fatalf("renew --force succeeded without host3's report:\n%s", r.out)
+	}
+	for _, want := range []string{"no report from host3", "rolled back", "records kept"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("the failed renew does not say %q:\n%s", want, r.out)
+		}
+	}
+	f.waitServed(old, 10*time.Second)
+	published := f.published()
+	if len(published) != 2 || !slices.Contains(published, old) {
+		t.Errorf("after the rollback the zone has %v; want the old key's record %.12s and the new one's, both kept", published, old)
+	}
+	f.noGaps()
+
+	f.startAgent(silent)
+	out := f.mustRun(f.hosts[1], "renew", "--force")
+	if !strings.Contains(out, "all 3 members") {
+		t.Errorf("the renew with host3 back does not wait for all three:\n%s", out)
+	}
+	now := f.served()[0]
+	if now == old {
+		t.Fatalf("the key did not change")
+	}
+	f.waitServed(now, 10*time.Second)
+	if got := f.published(); !slices.Contains(got, now) || slices.Contains(got, old) {
+		t.Errorf("after the change the zone has %v; want %.12s and not the old %.12s", got, now, old)
+	}
+	f.noGaps()
+
+	// A member gone for good leaves; deploys stop waiting for it.
+	f.stopAgent(silent)
+	out = f.mustRun(silent, "agent", "--leave")
+	if !strings.Contains(out, "host3 is no longer a member of mail") {
+		t.Errorf("agent --leave says:\n%s", out)
+	}
+	if f.etcdGet("certs/mail/members/host3") != nil {
+		t.Error("host3 is still a member after --leave")
+	}
+}
