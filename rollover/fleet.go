@@ -24,6 +24,66 @@ type Fleet interface {
 	// write of the live set, and returns the members; progress hears
 	// which ones it still waits for.
 	AwaitServed(ctx context.Context, name, set, key string, timeout time.Duration, skip []string, progress func(waiting []string)) ([]string, error)
+	// Members lists the members registered for name; Reports what each
+	// last reported.
+	Members(ctx context.Context, name string) ([]etcdstore.Member, error)
+	Reports(ctx context.Context, name string) (map[string]etcdstore.Report, error)
+	// IsAlive reports whether host's agent runs.
+	IsAlive(ctx context.Context, host string) (bool, error)
+}
+
+// MemberStatus is what a fleet member last reported for a certificate.
+type MemberStatus struct {
+	Host      string   `json:"host"`
+	Endpoints []string `json:"endpoints,omitempty"`
+	// Set and Key are what it installed and serves; OK is set when its
+	// endpoints served Key and matched the TLSA records.
+	Set   string    `json:"set,omitempty"`
+	Key   string    `json:"key,omitempty"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+	At    time.Time `json:"at,omitzero"`
+	// Current is set when the report is for the live set as it is now.
+	Current bool `json:"current"`
+	// Agent is set while its agent runs.
+	Agent bool `json:"agent_running"`
+}
+
+// memberStatus reads the members' reports of c; attention lists the
+// members that failed or lag behind the live set.
+func (e *Engine) memberStatus(ctx context.Context, c *config.Certificate, f Fleet, st *State) (out []MemberStatus, attention []string, err error) {
+	members, err := f.Members(ctx, c.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	reports, err := f.Reports(ctx, c.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range members {
+		ms := MemberStatus{Host: m.Host, Endpoints: m.Endpoints}
+		if ms.Agent, err = f.IsAlive(ctx, m.Host); err != nil {
+			return nil, nil, err
+		}
+		if !ms.Agent {
+			attention = append(attention, fmt.Sprintf("the agent of member %s is not running: the next deploy waits for it, then rolls back (a member gone for good leaves with daneroll agent --leave --host %s)", m.Host, m.Host))
+		}
+		r, ok := reports[m.Host]
+		if ok {
+			ms.Set, ms.Key, ms.OK, ms.Error, ms.At = r.Set, r.Key, r.OK, r.Error, r.At
+			ms.Current = r.Set == st.LiveSet && r.Key == st.servedKey()
+		}
+		switch {
+		case !ok:
+			attention = append(attention, fmt.Sprintf("member %s has reported nothing yet", m.Host))
+		case !r.OK:
+			attention = append(attention, fmt.Sprintf("member %s failed at %s: %s", m.Host, r.At.UTC().Format(time.RFC3339), r.Error))
+		case !ms.Current && st.Txn == nil:
+			attention = append(attention, fmt.Sprintf("member %s serves set %s, not the fleet's %s", m.Host, r.Set, st.LiveSet))
+		}
+		out = append(out, ms)
+	}
+	return out, attention, nil
 }
 
 var _ Fleet = (*etcdstore.Store)(nil)

@@ -42,6 +42,8 @@ type CertStatus struct {
 	Stuck     bool     `json:"stuck,omitempty"`
 
 	TLSA []OwnerStatus `json:"tlsa,omitempty"`
+	// Members are the fleet's members and what each serves (fleet mode).
+	Members []MemberStatus `json:"members,omitempty"`
 	// Former are owner names the certificate once published at and the
 	// configuration no longer names, with the records still there.
 	Former   []OwnerStatus `json:"former_owners,omitempty"`
@@ -163,6 +165,13 @@ func (e *Engine) status(ctx context.Context, c *config.Certificate, withDNS bool
 		cs.Former = e.formerStatus(ctx, c, st)
 	}
 	cs.Attention = e.attention(c, st, &cs)
+	if f, ok := e.fleet(); ok {
+		var attention []string
+		if cs.Members, attention, err = e.memberStatus(ctx, c, f, st); err != nil {
+			return CertStatus{}, err
+		}
+		cs.Attention = append(cs.Attention, attention...)
+	}
 	return cs, nil
 }
 

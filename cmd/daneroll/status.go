@@ -142,6 +142,9 @@ func printStatus(c *cli, s rollover.CertStatus) {
 		}
 		staleRows(row, o)
 	}
+	for _, m := range s.Members {
+		row("member", memberRow(m))
+	}
 	for _, o := range s.Former {
 		row("former tlsa", strings.TrimSuffix(o.Owner, ".")+" (no longer configured)")
 		staleRows(row, o)
@@ -151,6 +154,25 @@ func printStatus(c *cli, s rollover.CertStatus) {
 	}
 	printAttention(row, s)
 	tw.Flush()
+}
+
+// memberRow is one fleet member's last report.
+func memberRow(m rollover.MemberStatus) string {
+	switch {
+	case m.At.IsZero():
+		return m.Host + ": no report yet"
+	case !m.OK:
+		return fmt.Sprintf("%s: FAILED on set %s (%s): %s", m.Host, m.Set, m.At.UTC().Format(time.RFC3339), oneLine(m.Error))
+	}
+	what := "serves"
+	if !m.Current {
+		what = "serves an older set,"
+	}
+	agent := ""
+	if !m.Agent {
+		agent = "; its agent is NOT running"
+	}
+	return fmt.Sprintf("%s: %s set %s, key %.16s… (%s)%s", m.Host, what, m.Set, m.Key, m.At.UTC().Format(time.RFC3339), agent)
 }
 
 // oneLine keeps a multi-line message (joined errors) in its table cell.

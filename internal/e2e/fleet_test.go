@@ -566,6 +566,13 @@ func TestFleetRenews(t *testing.T) {
 	if f.atRest() != second {
 		t.Errorf("a renew with nothing to do changed the key:\n%s", out)
 	}
+	status := f.mustRun(f.hosts[0], "status")
+	t.Logf("status on host1:\n%s", status)
+	for _, h := range f.hosts {
+		if want := fmt.Sprintf("%s: serves set 0002, key %.16s…", h.name, second); !strings.Contains(status, want) {
+			t.Errorf("status does not say %q:\n%s", want, status)
+		}
+	}
 	n, _ := f.probe.result()
 	t.Logf("DANE prober: %d checks, none failed; keys %.12s then %.12s", n, first, second)
 }
@@ -670,6 +677,10 @@ func TestFleetSilentMember(t *testing.T) {
 		}
 	}
 	f.waitServed(old, 10*time.Second)
+	st := f.run(f.hosts[1], "", "status")
+	if st.code != 2 || !strings.Contains(st.out, "the agent of member host3 is not running") || !strings.Contains(st.out, "host3: serves set 0001") {
+		t.Errorf("status after the rollback (exit %d) does not point at host3's agent:\n%s", st.code, st.out)
+	}
 	published := f.published()
 	if len(published) != 2 || !slices.Contains(published, old) {
 		t.Errorf("after the rollback the zone has %v; want the old key's record %.12s and the new one's, both kept", published, old)
