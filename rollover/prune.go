@@ -140,6 +140,25 @@ func (e *Engine) servedAt(ctx context.Context, c *config.Certificate, owner stri
 			}
 		}
 	}
+	if f, ok := e.fleet(); ok {
+		// Every member's endpoints: a record goes only when no host of
+		// the fleet serves its key.
+		members, err := f.Members(ctx, c.Name)
+		if err != nil {
+			return nil, fmt.Sprintf("the fleet's members: %v", err)
+		}
+		for _, m := range members {
+			for _, p := range m.Endpoints {
+				ep, err := services.ParseEndpoint(p)
+				if err != nil {
+					return nil, fmt.Sprintf("member %s registered endpoint %q: %v", m.Host, p, err)
+				}
+				if ep.TLSAOwner() == owner && !slices.Contains(endpoints, p) {
+					endpoints = append(endpoints, p)
+				}
+			}
+		}
+	}
 	if len(endpoints) == 0 {
 		ep, ok := endpointFor(owner)
 		if !ok {

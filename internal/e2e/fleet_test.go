@@ -686,9 +686,24 @@ func TestFleetSilentMember(t *testing.T) {
 		t.Errorf("after the rollback the zone has %v; want the old key's record %.12s and the new one's, both kept", published, old)
 	}
 	f.noGaps()
+	// A prune from host1 of a record no key of daneroll's matches asks
+	// every member's endpoint, host3's too, before it removes it.
+	unknown := strings.Repeat("ab", 32)
+	if err := f.lb.DNS.Update(func(z *dnstest.Zone) error { return z.AddString(f.owner + " 1 IN TLSA 3 1 1 " + unknown) }); err != nil {
+		t.Fatal(err)
+	}
+	out := f.mustRun(f.hosts[0], "prune")
+	for _, h := range f.hosts {
+		if want := "probing smtp://mail.example.test:" + f.port + "?connect=" + h.addr; !strings.Contains(out, want) {
+			t.Errorf("prune on host1 does not say %q:\n%s", want, out)
+		}
+	}
+	if got := f.published(); len(got) != 2 || slices.Contains(got, unknown) {
+		t.Errorf("after the prune the zone has %v; want the two keys' records and not the unknown one", got)
+	}
 
 	f.startAgent(silent)
-	out := f.mustRun(f.hosts[1], "renew", "--force")
+	out = f.mustRun(f.hosts[1], "renew", "--force")
 	if !strings.Contains(out, "all 3 members") {
 		t.Errorf("the renew with host3 back does not wait for all three:\n%s", out)
 	}
