@@ -21,7 +21,8 @@ func TestSystemdUnitsVerify(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"daneroll.service", "daneroll.timer"} {
+	units := []string{"daneroll.service", "daneroll.timer", "daneroll-agent.service"}
+	for _, name := range units {
 		data, err := os.ReadFile(filepath.Join("systemd", name))
 		if err != nil {
 			t.Fatal(err)
@@ -31,7 +32,11 @@ func TestSystemdUnitsVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(analyze, "verify", "--man=no", filepath.Join(dir, "daneroll.service"), filepath.Join(dir, "daneroll.timer"))
+	args := []string{"verify", "--man=no"}
+	for _, name := range units {
+		args = append(args, filepath.Join(dir, name))
+	}
+	cmd := exec.Command(analyze, args...)
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=notice")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -47,7 +52,8 @@ func TestSystemdUnitsVerify(t *testing.T) {
 
 // TestUnitsRunRenew checks what the units promise in words: the service
 // runs renew with the configuration, blocking (oneshot), and the timer
-// fires twice a day, persistently, with a randomized but fixed delay.
+// fires twice a day, persistently, with a randomized but fixed delay; the
+// agent's service runs the agent and comes back when it dies.
 func TestUnitsRunRenew(t *testing.T) {
 	svc, _ := os.ReadFile(filepath.Join("systemd", "daneroll.service"))
 	timer, _ := os.ReadFile(filepath.Join("systemd", "daneroll.timer"))
@@ -59,6 +65,12 @@ func TestUnitsRunRenew(t *testing.T) {
 	for _, want := range []string{"OnCalendar=*-*-* 00,12:00:00", "RandomizedDelaySec=", "FixedRandomDelay=true", "Persistent=true", "WantedBy=timers.target"} {
 		if !strings.Contains(string(timer), want) {
 			t.Errorf("daneroll.timer lacks %q", want)
+		}
+	}
+	agent, _ := os.ReadFile(filepath.Join("systemd", "daneroll-agent.service"))
+	for _, want := range []string{"ExecStart=/usr/local/bin/daneroll -c /etc/daneroll/daneroll.toml agent\n", "Restart=always", "ReadWritePaths=/var/lib/daneroll", "WantedBy=multi-user.target"} {
+		if !strings.Contains(string(agent), want) {
+			t.Errorf("daneroll-agent.service lacks %q", want)
 		}
 	}
 	cron, _ := os.ReadFile(filepath.Join("cron", "daneroll"))

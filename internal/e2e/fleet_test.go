@@ -555,6 +555,7 @@ func TestFleetRenews(t *testing.T) {
 	f := newFleet(t, "30s")
 	first := f.issue()
 	out := f.mustRun(f.hosts[1], "renew", "--force")
+	t.Logf("renew --force on host2:\n%s", out)
 	if !strings.Contains(out, "all 3 members (host1, host2, host3)") {
 		t.Errorf("renew --force on host2 does not say every member serves the key:\n%s", out)
 	}
