@@ -728,3 +728,68 @@ func TestFleetSilentMember(t *testing.T) {
 		t.Error("host3 is still a member after --leave")
 	}
 }
+
+// TestFleetFrozenCoordinator freezes the coordinator (SIGSTOP) in its
+// hold for longer than lock_ttl: another host takes the lock, resumes and
+// finishes the change; thawed, the old coordinator finds its lock lost and
+// changes nothing more (fencing).
+func TestFleetFrozenCoordinator(t *testing.T) {
+	f := newFleet(t, "30s")
+	f.issue()
+	cmd := exec.Command(bins.daneroll, "-c", f.hosts[0].cfg, "renew", "--force")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var j fleetJournal
+		if data := f.etcdGet("certs/mail/journal"); data != nil && json.Unmarshal(data, &j) == nil && j.Txn != nil && j.Txn.Step == "hold" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the renew on host1 did not reach the hold:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := f.served()[0]
+	// host2 waits for host1's lease to expire, then resumes.
+	rec := f.mustRun(f.hosts[1], "renew")
+	if !strings.Contains(rec, "resuming") {
+		t.Errorf("the renew on host2 did not resume host1's transaction:\n%s", rec)
+	}
+	after := f.atRest()
+	if after == frozen {
+		t.Errorf("host2's run did not finish the key change")
+	}
+	journal := string(f.etcdGet("certs/mail/journal"))
+
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		if err == nil {
+			t.Errorf("the thawed coordinator succeeded:\n%s", out.String())
+		}
+	case <-time.After(time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the thawed coordinator did not stop:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "lost the lock of certificate mail") {
+		t.Errorf("the thawed coordinator does not say it lost the lock:\n%s", out.String())
+	}
+	if got := string(f.etcdGet("certs/mail/journal")); got != journal {
+		t.Errorf("the thawed coordinator changed the journal:\nbefore %s\nafter  %s", journal, got)
+	}
+	if f.atRest() != after {
+		t.Errorf("the thawed coordinator changed what is served")
+	}
+	t.Logf("thawed coordinator:\n%s", out.String())
+}
