@@ -246,6 +246,12 @@ func (s *Store) LockCert(ctx context.Context, name string) (store.Unlocker, erro
 		first, err = s.first(tctx, m)
 		cancel()
 		if err != nil {
+			// Take the key out of the queue (when the lease still
+			// holds it): left there, it would take the lock when the
+			// holder lets go, for nobody, until this process ends.
+			rctx, cancel := s.ctx()
+			_ = s.release(rctx, m)
+			cancel()
 			return nil, fmt.Errorf("etcd: lock %s: %w", name, err)
 		}
 	}
