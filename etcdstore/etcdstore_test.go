@@ -45,15 +45,6 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	e := rig.StartEtcd(t, rig.EtcdOptions{Members: 3})
-	// The cluster's data is thrown away: SIGKILL it rather than let the
-	// rig's Stop (SIGTERM) wait, up to its 5 s grace, for a leader that
-	// tries to hand its leadership to a member stopping at the same time.
-	// (Cleanups run last first: this one runs before the rig's.)
-	t.Cleanup(func() {
-		for i := range e.Endpoints {
-			e.Kill(i)
-		}
-	})
 	return &fixture{etcd: e, key: newFleetKey(t)}
 }
 

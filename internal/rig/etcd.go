@@ -444,15 +444,17 @@ func (e *Etcd) Log(i int) string { return readTail(e.member(i).LogPath, 16<<10) 
 // client certificate, loaded from CAFile, ClientCertFile and ClientKeyFile.
 func (e *Etcd) TLSConfig() *tls.Config { return e.tlsConf.Clone() }
 
-// Stop stops every member (SIGTERM, then SIGKILL); it is safe to call more
-// than once and runs in t.Cleanup.
+// Stop kills every member (SIGKILL: the data dirs are thrown away, and a
+// graceful stop can wait its whole grace period while a leader hands over
+// to a member that is stopping too); it is safe to call more than once and
+// runs in t.Cleanup.
 func (e *Etcd) Stop() { e.stopAll() }
 
 func (e *Etcd) stopAll() {
 	var wg sync.WaitGroup
 	for _, m := range e.members {
 		if p := e.proc(m); p != nil {
-			wg.Go(p.terminate)
+			wg.Go(func() { killProcess(p) })
 		}
 	}
 	wg.Wait()
