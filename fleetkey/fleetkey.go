@@ -11,11 +11,19 @@
 // package adds no primitive of its own.
 //
 // age has no associated data, so what a secret is for goes inside the
-// encrypted text, in front of the secret:
+// encrypted text, in front of the secret, with a MAC:
 //
-//	daneroll-sealed v1\n
+//	daneroll-sealed v2\n
 //	LABEL\n
+//	MAC\n
 //	DATA
+//
+// age encrypts to a public key: anyone who knows the recipient (age1…,
+// which is not secret) can make an age file for it. The MAC proves that
+// a holder of the fleet key sealed the text: it is HMAC-SHA256 of LABEL, a
+// zero byte and DATA, in hex, under a key derived with HKDF-SHA256 from
+// the identity itself. Without it, whoever can write to etcd could seal a
+// private key of their own for a member to serve.
 //
 // LABEL names where the sealed text is stored ("certs/mail/keys/next",
 // "certs/mail/sets/0002"); [Key.Open] unseals only for the same label, so a
@@ -27,7 +35,8 @@
 //
 // [Key.Open] tells apart the ways a sealed text can fail to open:
 // [ErrWrongLabel] (sealed for another place), [ErrWrongKey] (sealed to
-// another fleet key) and [ErrDamaged] (cut short, altered, not made by
+// another fleet key), [ErrForged] (sealed to the fleet key by someone who
+// does not hold it) and [ErrDamaged] (cut short, altered, not made by
 // [Key.Seal] or larger than [MaxSealed]). age's X25519 stanzas do not name
 // their recipient, so a stanza that is damaged where the file key is
 // wrapped looks like one made for another key: [ErrWrongKey] means "no
@@ -45,6 +54,10 @@ package fleetkey
 
 import (
 	"bytes"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +87,10 @@ const (
 
 // sealedHeader starts every sealed plaintext; the label and a newline
 // follow it.
-const sealedHeader = "daneroll-sealed v1\n"
+const sealedHeader = "daneroll-sealed v2\n"
+
+// macInfo is the HKDF info of the MAC key.
+const macInfo = "daneroll fleetkey seal MAC v2"
 
 // Why Open failed; test with errors.Is.
 var (
@@ -83,6 +99,9 @@ var (
 	// ErrWrongKey: no recipient stanza opens with this key: the text was
 	// sealed to another fleet key (or that stanza is damaged).
 	ErrWrongKey = errors.New("not sealed to this fleet key")
+	// ErrForged: sealed to the fleet key's public key, but not by a
+	// holder of the fleet key (its MAC does not verify).
+	ErrForged = errors.New("not sealed by a holder of the fleet key")
 	// ErrDamaged: not a sealed text this package makes, or one that was
 	// cut short, altered or grew beyond MaxSealed.
 	ErrDamaged = errors.New("damaged")
@@ -98,10 +117,26 @@ var (
 type Key struct {
 	id        *age.X25519Identity
 	recipient *age.X25519Recipient
+	// macKey authenticates sealed texts; derived from id.
+	macKey []byte
 }
 
 func newKey(id *age.X25519Identity) *Key {
-	return &Key{id: id, recipient: id.Recipient()}
+	mk, err := hkdf.Key(sha256.New, []byte(id.String()), nil, macInfo, sha256.Size)
+	if err != nil {
+		// Only a key length beyond HKDF's limit fails.
+		panic("fleetkey: hkdf: " + err.Error())
+	}
+	return &Key{id: id, recipient: id.Recipient(), macKey: mk}
+}
+
+// mac is the hex MAC of data sealed for label.
+func (k *Key) mac(label string, data []byte) []byte {
+	h := hmac.New(sha256.New, k.macKey)
+	h.Write([]byte(label))
+	h.Write([]byte{0})
+	h.Write(data)
+	return []byte(hex.EncodeToString(h.Sum(nil)))
 }
 
 // Recipient is the public key, "age1…".
@@ -159,7 +194,7 @@ func (k *Key) Seal(label string, plaintext []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleetkey: seal %s: %w", label, err)
 	}
-	for _, part := range [][]byte{[]byte(sealedHeader), []byte(label), {'\n'}, plaintext} {
+	for _, part := range [][]byte{[]byte(sealedHeader), []byte(label), {'\n'}, k.mac(label, plaintext), {'\n'}, plaintext} {
 		if _, err := w.Write(part); err != nil {
 			return nil, fmt.Errorf("fleetkey: seal %s: %w", label, err)
 		}
@@ -188,7 +223,7 @@ func (o onlyStanza) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
 }
 
 // Open decrypts what Seal made for the same label. Its errors wrap
-// ErrWrongLabel, ErrWrongKey, ErrDamaged or (for label itself)
+// ErrWrongLabel, ErrWrongKey, ErrForged, ErrDamaged or (for label itself)
 // ErrBadLabel; they are one line and quote nothing of the sealed text but,
 // after it is authenticated, the label it was sealed for.
 func (k *Key) Open(label string, sealed []byte) ([]byte, error) {
@@ -222,11 +257,18 @@ func (k *Key) Open(label string, sealed []byte) ([]byte, error) {
 	}
 	rest, ok := bytes.CutPrefix(plain, []byte(sealedHeader))
 	if !ok {
-		return nil, damaged("not sealed by daneroll (no v1 header)")
+		return nil, damaged("not sealed by daneroll (no v2 header)")
 	}
 	got, data, ok := bytes.Cut(rest, []byte{'\n'})
 	if !ok || checkLabel(string(got)) != nil {
 		return nil, damaged("bad label line")
+	}
+	mac, data, ok := bytes.Cut(data, []byte{'\n'})
+	if !ok || len(mac) != 2*sha256.Size {
+		return nil, damaged("bad MAC line")
+	}
+	if !hmac.Equal(mac, k.mac(string(got), data)) {
+		return nil, fmt.Errorf("fleetkey: open %s: %w", label, ErrForged)
 	}
 	if string(got) != label {
 		return nil, fmt.Errorf("fleetkey: open %s: %w (%s)", label, ErrWrongLabel, got)

@@ -107,7 +107,7 @@ func TestFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "daneroll-sealed v1\n" + label + "\n" + string(keyPEM); string(plain) != want {
+	if want := "daneroll-sealed v2\n" + label + "\n" + string(k.mac(label, keyPEM)) + "\n" + string(keyPEM); string(plain) != want {
 		t.Fatalf("plaintext = %q, want %q", plain, want)
 	}
 }
@@ -300,7 +300,12 @@ func TestNotSealed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := "daneroll-sealed v1\n" + label + "\n" + string(keyPEM)
+	good := "daneroll-sealed v2\n" + label + "\n" + string(k.mac(label, keyPEM)) + "\n" + string(keyPEM)
+	// Sealed to the fleet key's public key by someone without it: a MAC
+	// under another key, none, or one for another label.
+	forged := "daneroll-sealed v2\n" + label + "\n" + string(other.mac(label, keyPEM)) + "\n" + string(keyPEM)
+	noMAC := "daneroll-sealed v2\n" + label + "\n" + strings.Repeat("0", 64) + "\n" + string(keyPEM)
+	otherLabel := "daneroll-sealed v2\n" + label + "\n" + string(k.mac("certs/x/keys/next", keyPEM)) + "\n" + string(keyPEM)
 	for _, c := range []struct {
 		name   string
 		sealed []byte
@@ -311,10 +316,14 @@ func TestNotSealed(t *testing.T) {
 		{"age header only", []byte("age-encryption.org/v1\n"), ErrDamaged},
 		{"no header", encrypt(string(keyPEM), k.recipient), ErrDamaged},
 		{"empty plaintext", encrypt("", k.recipient), ErrDamaged},
-		{"other version", encrypt("daneroll-sealed v2\n"+label+"\n", k.recipient), ErrDamaged},
-		{"no label line", encrypt("daneroll-sealed v1\n"+label, k.recipient), ErrDamaged},
-		{"empty label", encrypt("daneroll-sealed v1\n\n", k.recipient), ErrDamaged},
-		{"bad label", encrypt("daneroll-sealed v1\na b\n", k.recipient), ErrDamaged},
+		{"other version", encrypt("daneroll-sealed v1\n"+label+"\n"+string(keyPEM), k.recipient), ErrDamaged},
+		{"no label line", encrypt("daneroll-sealed v2\n"+label, k.recipient), ErrDamaged},
+		{"empty label", encrypt("daneroll-sealed v2\n\n", k.recipient), ErrDamaged},
+		{"bad label", encrypt("daneroll-sealed v2\na b\n", k.recipient), ErrDamaged},
+		{"no MAC line", encrypt("daneroll-sealed v2\n"+label+"\n"+string(keyPEM), k.recipient), ErrDamaged},
+		{"MAC of another fleet key", encrypt(forged, k.recipient), ErrForged},
+		{"MAC of zeros", encrypt(noMAC, k.recipient), ErrForged},
+		{"MAC for another label", encrypt(otherLabel, k.recipient), ErrForged},
 		{"two recipients", encrypt(good, k.recipient, other.recipient), ErrDamaged},
 		{"scrypt", encrypt(good, scrypt), ErrDamaged},
 		{"post-quantum", encrypt(good, hybrid.Recipient()), ErrDamaged},
@@ -563,10 +572,10 @@ var fuzzSeeds = []struct {
 	data    string
 	sealed  string // base64
 }{
-	{false, label, string(keyPEM), "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBSTFlLZjNjdTZIMUFmbXU5Qjd0M0VjZ2NjU005Ri9PQjJXaW5kbldpOEhRCnlqcWJ4ZE9MSTVhSXFxY1o0YzdxdTNMd2RETnl4QnY4MTI5OGRpNUQ2MEEKLS0tIDZmak45d1VjSm5VSkphTFhTQ01GMTZObXc2V3MxUkNGSG1jTDBuNUhGMncKqJWCLUcF0ysO2cHQ3svChVepELqfvQX9GxbaTY53nFl2YRY3QJuOkwDP1rbCqHo2UhZt984XzG6Fhuj4Wp15bGlyMzdraj4lnFWLO3Nw7OJoQ2iiWOavFDmkF2M2pzUMbB9vNH6wQA/gEJjBWSYWtrVMvW3LEJkQu/g7svFp280g3qrH3yAnNHI0DP43ICTZPafLzdcFW+dSBX/YgYANYz8pE4PjpP2u9Q8bfSAjuxsaMyUacJKq+nY9YzddYRA="},
-	{false, "certs/mail/sets/0002", "cert\nchain\nkey", "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBBdm5JcmFVUUhDbE9vVVJQeldXalNYdWdqY1d1K1dtUXlZZkduVVRzWXhVCktiUitOeUFUcU93em1kOHlxSkhWUWxMYUphTURUbXBNQ0FJNzMrcEl0MW8KLS0tIERiaVl2cGgza3NhQXRQWWVzL3luZ3F2OVNvUlBwaGN0MUV1dmFQSzFOdHcKkl89EXvBzcXDj4YfiXvoSta2kzy5x0EXbNJu9bsfmZzCyL8C6RXNAalvTwr5phlnDTTIz/LH/uu8cyXbSfloBzJbNWDEpNxqh7+zawIoWnnWIb5L0sg="},
-	{false, "x", "", "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBNZW9namg4alorZUJ2K2JjMkVBZ0dwOVNqY2JCdFZjaTRlRUVrL3hSc0c4CmQ1aHljMU8zK0diYWd1d012MGhQY2FXRnl1d2pteExiZ09LcTFyTjJKTFUKLS0tIENNR1B1Z0Rub0NnRHA2ZWdZUys2SFZLazBXSXFrSXA5NjkwMjQ0UlREMk0KyYLK5Qoy62i8ZmjRGVGtmnrJcwVWEbyOVjia1SkMeBsNdJgGfrr38BZ77dUGV6aR81E2lE4="},
-	{true, label, string(keyPEM), "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSB0ZnBWZzRYdUp3ei9jM1NUOTRKOU8zajJZdkloeWJSRjdsWFFFbGRzd1dVCnpDdFAyb3MvN3Y4NzVXcWJMYTZWSUk0ZERaaXNnNUJzanBSSTVtaHFpcjAKLS0tIGwvSXJ5aXorb25EejFXRFJZaUIydEI0ZUZpWFJ5VzN0U1djNHlHcysxd1kKIEu451jNYNnbqg/8Y00LuutHTU20qR8a4GlITeYgKw+dUAEIzvb5kd4hirQdO0Xw9uBFy6B60FyTfMVw5pQrG9qKykUpMqVKKJAGxeR0S7cIbdHDr+jzAfWMGWYJQSJ6EvQtjKtE79q2xFtWaUgTHrVVE2lTmFQYN6oyL9YpICphC8qE6ouC41Zo85PWQUtoj/UgyAXzwQ5H/atyAD5erdeXCvLvOeGVcEghVKhYZY0NpFJMC1iubRZJSyeKPLA="},
+	{false, label, string(keyPEM), "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSA0Zzd3V2pkanJwN3lkREJITlN6QlI1aUw4bEZaQUw2NmsvTXMrSGFjZ2tzCndoMnVHZTgwS2hmLzQ1NExST21HVUk5d0p1dDFDRDVQQ0pUNUFkS0FJMmMKLS0tIEp1dENlUXZKdWo4aWUxRXNNekZBQjV3R2FSZ0dPRjV0L25WQ2hFSWMzc2MKC6hd78EAb9u+CxBsBMBPYYyqjm0NcW/Hb3KMbl3ZfaY/DlD1cagBhBmnzCz88bdHrd0Zv6R8qaK/N/6JxLQv7+uoVOWN9qj6DrZ2x/isMiB1LCdO5cWw70VGIlfAInEghX/D5ZTLihQVgtIIo6NOekIfm9qFN0M2C4dmRXAQm7DAHr6MeZWw9+aGD+cGhotcJHsTtyqRiAaOsJ1EgxBa4Wos7OiGj02V/7ikY16aHPZ79NoD53EWPJd65F5U1yK77HwzeLKGAGFhb1bq+sdqfOuXbUZ3Qm0rGqJtqCFp5LFVi4DTO4flqL6tjl3rQwSawVJ/dc4G1sNEESnVYLRDJA=="},
+	{false, "certs/mail/sets/0002", "cert\nchain\nkey", "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBXN3BIRFp2MGQrM2xUdmZONTFPTUtzRnlQdzE4cWlESVhJV3hxeUxBcTNzCkpIM09XMTFIMU9pakRTVytNYUNiNjU1ZnZ0RkY5THdzVnBVVEIyb3YxcDgKLS0tIHNoWDdPSDdPVEJnVlVER1pjUlBoc1BNQjQrNk1LbElUTGZ3cHN2THB0YmcKj/nvHwQSGkygXHhXAaPSrs6/a6cSNF+GfYT06bUvjUccfkKAAod3r6yGd2XghKtDW3kOHHPxcfQGCtyl85b7W7mCwDwgC36JosjRqjOEQRBQa/7bEtekCfguXZGFyJ6fhiNdpfHR6NNagwbwE6BEv61spxh2cDTpwy1s2qRDbxxSPcRxhGYdTtk0m8hVSgdiQg72RHy4xA=="},
+	{false, "x", "", "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBJVVREWDJyZEEwTFd3ZzI3RjVvMGZWWUdEVVZEUGdSYmh3SDNNdk0wZEZVCndudm5IcnR3dFZESDFzNWdySTNuS1RscktyZFVmRE53aURCdjd3M1hLRFUKLS0tIG03S0x6cGVwMHNPVGpqTE5TUDJrRXRESFVNOGZNYldSZFR2dGI3ZFk0M1EKv+9lk5hF+JMhYAkUHDxGdxk24feSzEKJ7ZYmtd/PQTleOHzOVGBYxFwPWdngZb+MvpbURWb7/OfOn48cCLsnad++bZW9nDxS063jtl/5JWVJYyBb6z3tnS73MOrGdhwcPyP/WVjJyj+SkQSoSJ+JyB8dESSqWg=="},
+	{true, label, string(keyPEM), "YWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSByMytRQ0E2Q3pEYjdCYngwWUcvTXZkVEwyRXU1UWhpYjZWS2dKVTBRUEdBCmhpRTJBUTVOL0U4L2RmN3BiQnVyeFFxVjg4aW5VMlY3RWlONjF3TnV5MHcKLS0tIFRpbHJ3TEM4T2JwYWNWWXlrKzdoQVBYWkdJaG50UUlkMmt2SU0zcDlmamsKtUo7ogcQ47KJKOFS1l1EHQeB368/RPD35PjqPsGSh17LvcXf2k6ojigXmEs8nukBud37PR7XPAh8H1ZdWcKk+8jwHrYaDVvlm5Ik4LkxffrCFBqw5cj5U+JfvN4QgtQyzoyFyPXmiZMct9fK2K3B2vR86ozacKYC9KUPTEfFagFiM6SmacdabM2ECnb1OsBYVL9NooH0tNuMIFaU8EW9OYQc2HkxciJ6UPq5BIzfprRcI0q9WWGOkqa3uRQ/lgJyixdeYmJ4AcgkYRTdw+MqElIfd0FP0HgeKtoemaCyZv93GaM4gdoOEdJL1o+ppAlFmSnZ7BkwetZVOj0RkHawEQ=="},
 }
 
 // FuzzOpen: Open never panics, its errors are one line and of one of the
@@ -603,7 +612,7 @@ func FuzzOpen(f *testing.F) {
 	f.Fuzz(func(t *testing.T, sealed []byte, label string) {
 		data, err := k.Open(label, sealed)
 		if err != nil {
-			if !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrWrongKey) && !errors.Is(err, ErrWrongLabel) && !errors.Is(err, ErrBadLabel) {
+			if !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrWrongKey) && !errors.Is(err, ErrForged) && !errors.Is(err, ErrWrongLabel) && !errors.Is(err, ErrBadLabel) {
 				t.Fatalf("error of no documented kind: %v", err)
 			}
 			if strings.Contains(err.Error(), "\n") {
