@@ -161,7 +161,9 @@ func (v *validator) store() {
 		if err != nil {
 			v.fail("store", "set host", "store: no host given, and the host name is unknown: %v", err)
 		}
-		st.Host, _, _ = strings.Cut(h, ".")
+		// The whole name: short names repeat across sites, and two
+		// hosts under one member name would answer for each other.
+		st.Host = strings.TrimSuffix(h, ".")
 	}
 	if !certName.MatchString(st.Host) || len(st.Host) > 63 {
 		v.fail("store.host", "", "store: host %q is not a name of letters, digits, '.', '_' and '-' (at most 63)", st.Host)

@@ -47,7 +47,11 @@ func newClient(endpoints []string, tc *tls.Config, timeout time.Duration) *clien
 	for i, ep := range endpoints {
 		eps[i] = strings.TrimSuffix(ep, "/")
 	}
-	return &client{endpoints: eps, hc: &http.Client{Transport: tr}}
+	return &client{endpoints: eps, hc: &http.Client{Transport: tr,
+		// etcd does not redirect; a redirect would replay the request,
+		// maybe to plain http.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 }
 
 func (c *client) close() { c.hc.CloseIdleConnections() }
@@ -68,7 +72,7 @@ func (e *apiError) Error() string {
 	if msg == "" {
 		msg = http.StatusText(e.Status)
 	}
-	return "etcd: " + msg
+	return clean(msg, 500)
 }
 
 // retryable: another member may answer (no leader, leader changed,
@@ -132,7 +136,7 @@ func (c *client) post(ctx context.Context, url string, body []byte, resp any) er
 		return err
 	}
 	if len(data) > maxResponse {
-		return fmt.Errorf("etcd: an answer of more than %d MiB", maxResponse>>20)
+		return fmt.Errorf("an answer of more than %d MiB", maxResponse>>20)
 	}
 	if hresp.StatusCode != http.StatusOK {
 		ae := &apiError{Status: hresp.StatusCode}
@@ -146,7 +150,7 @@ func (c *client) post(ctx context.Context, url string, body []byte, resp any) er
 			Error  *apiError       `json:"error"`
 		}
 		if err := json.Unmarshal(data, &wrapped); err != nil {
-			return fmt.Errorf("etcd: %s: %w", url, err)
+			return fmt.Errorf("%s: %w", url, err)
 		}
 		if wrapped.Error != nil {
 			wrapped.Error.Status = http.StatusInternalServerError
@@ -155,7 +159,7 @@ func (c *client) post(ctx context.Context, url string, body []byte, resp any) er
 		data = wrapped.Result
 	}
 	if err := json.Unmarshal(data, resp); err != nil {
-		return fmt.Errorf("etcd: %s: %w", url, err)
+		return fmt.Errorf("%s: %w", url, err)
 	}
 	return nil
 }
@@ -349,7 +353,7 @@ func (c *client) grant(ctx context.Context, ttl time.Duration) (int64, error) {
 		return 0, err
 	}
 	if resp.Error != "" || resp.ID == 0 {
-		return 0, fmt.Errorf("etcd: lease: %s", resp.Error)
+		return 0, fmt.Errorf("refused: %s", clean(resp.Error, 200))
 	}
 	return int64(resp.ID), nil
 }

@@ -76,7 +76,8 @@ type Options struct {
 
 // Limits on what is read from etcd.
 const (
-	maxJournal = 4 << 20
+	// etcd refuses requests over 1.5 MiB (--max-request-bytes).
+	maxJournal = 1 << 20
 	maxSet     = 1 << 20
 	maxRecord  = 64 << 10
 )

@@ -870,7 +870,7 @@ func testMembers(t *testing.T, f *fixture) {
 
 	for _, s := range []*Store{a, b, c} {
 		// Host is the reporter's, whatever the report says.
-		if err := s.PutReport(ctx, "mail", Report{Host: "someone-else", Set: "0001", LiveRevision: 7, Key: "K", OK: true, At: t0}); err != nil {
+		if err := s.PutReport(ctx, "mail", Report{Host: "someone-else", Set: "0001", LiveRevision: 7, Key: keyK1, OK: true, At: t0}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -890,7 +890,7 @@ func testMembers(t *testing.T, f *fixture) {
 		t.Errorf("Reports of web: %+v, %v", reps, err)
 	}
 
-	names, err := a.Leave(ctx, "mxb")
+	names, err := a.Leave(ctx, "mxb", false)
 	if err != nil || !slices.Equal(names, []string{"mail", "web"}) {
 		t.Fatalf("Leave: %v, %v; want [mail web]", names, err)
 	}
@@ -906,17 +906,23 @@ func testMembers(t *testing.T, f *fixture) {
 	if reps, err := a.Reports(ctx, "web"); err != nil || len(reps) != 0 {
 		t.Errorf("Reports of web after Leave: %+v, %v", reps, err)
 	}
-	if names, err := a.Leave(ctx, "mxb"); err != nil || len(names) != 0 {
+	if names, err := a.Leave(ctx, "mxb", false); err != nil || len(names) != 0 {
 		t.Errorf("Leave again: %v, %v", names, err)
 	}
 	// A host that is a prefix of another's name leaves alone.
-	if names, err := a.Leave(ctx, "mx"); err != nil || len(names) != 0 {
+	if names, err := a.Leave(ctx, "mx", false); err != nil || len(names) != 0 {
 		t.Errorf("Leave of mx: %v, %v", names, err)
 	}
-	if _, err := a.Leave(ctx, "../mxa"); err == nil {
+	if _, err := a.Leave(ctx, "../mxa", false); err == nil {
 		t.Error("Leave with a bad host: no error")
 	}
 }
+
+// keyK1 and keyK2 are key IDs (SPKI digests) in reports.
+var (
+	keyK1 = strings.Repeat("1a", 32)
+	keyK2 = strings.Repeat("2b", 32)
+)
 
 func testAwaitServed(t *testing.T, f *fixture) {
 	co := f.open(t, "coord")
@@ -944,7 +950,7 @@ func testAwaitServed(t *testing.T, f *fixture) {
 	}
 	report := func(m *Store, rev int64, ok bool, msg string) {
 		t.Helper()
-		if err := m.PutReport(ctx, name, Report{Set: "0001", LiveRevision: rev, Key: "K1", OK: ok, Error: msg, At: time.Now()}); err != nil {
+		if err := m.PutReport(ctx, name, Report{Set: "0001", LiveRevision: rev, Key: keyK1, OK: ok, Error: msg, At: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -952,12 +958,12 @@ func testAwaitServed(t *testing.T, f *fixture) {
 	// (a) Every member served the set for this write of live.
 	report(ma, rev1, true, "")
 	report(mb, rev1, true, "")
-	hosts, err := co.AwaitServed(ctx, name, "0001", "K1", 5*time.Second, nil, nil)
+	hosts, err := co.AwaitServed(ctx, name, "0001", keyK1, 5*time.Second, nil, nil)
 	if err != nil || !slices.Equal(hosts, []string{"mxa", "mxb"}) {
 		t.Fatalf("(a) AwaitServed: %v, %v", hosts, err)
 	}
 	// The same reports for another key do not count.
-	_, err = co.AwaitServed(ctx, name, "0001", "K2", 5*time.Second, nil, nil)
+	_, err = co.AwaitServed(ctx, name, "0001", keyK2, 5*time.Second, nil, nil)
 	var nse *NotServedError
 	if !errors.As(err, &nse) || len(nse.Failed) != 2 {
 		t.Errorf("AwaitServed for another key: %v, want both failed", err)
@@ -975,7 +981,7 @@ func testAwaitServed(t *testing.T, f *fixture) {
 	report(ma, rev2, true, "")
 	var progress [][]string
 	start := time.Now()
-	hosts, err = co.AwaitServed(ctx, name, "0001", "K1", time.Second, nil, func(w []string) { progress = append(progress, slices.Clone(w)) })
+	hosts, err = co.AwaitServed(ctx, name, "0001", keyK1, time.Second, nil, func(w []string) { progress = append(progress, slices.Clone(w)) })
 	waited := time.Since(start)
 	if !errors.As(err, &nse) {
 		t.Fatalf("(b) AwaitServed with a stale report: %v, want a *NotServedError", err)
@@ -995,7 +1001,7 @@ func testAwaitServed(t *testing.T, f *fixture) {
 
 	// A member in skip is not waited for (nor returned).
 	start = time.Now()
-	if hosts, err := co.AwaitServed(ctx, name, "0001", "K1", 10*time.Second, []string{"mxb"}, nil); err != nil || !slices.Equal(hosts, []string{"mxa"}) || time.Since(start) > 2*time.Second {
+	if hosts, err := co.AwaitServed(ctx, name, "0001", keyK1, 10*time.Second, []string{"mxb"}, nil); err != nil || !slices.Equal(hosts, []string{"mxa"}) || time.Since(start) > 2*time.Second {
 		t.Errorf("AwaitServed skipping the silent member: %v, %v after %v", hosts, err, time.Since(start))
 	}
 
@@ -1003,17 +1009,17 @@ func testAwaitServed(t *testing.T, f *fixture) {
 	// timeout.
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		_ = mb.PutReport(ctx, name, Report{Set: "0001", LiveRevision: rev2, Key: "K1", OK: true})
+		_ = mb.PutReport(ctx, name, Report{Set: "0001", LiveRevision: rev2, Key: keyK1, OK: true})
 	}()
 	start = time.Now()
-	if hosts, err := co.AwaitServed(ctx, name, "0001", "K1", 10*time.Second, nil, nil); err != nil || len(hosts) != 2 || time.Since(start) > 3*time.Second {
+	if hosts, err := co.AwaitServed(ctx, name, "0001", keyK1, 10*time.Second, nil, nil); err != nil || len(hosts) != 2 || time.Since(start) > 3*time.Second {
 		t.Errorf("AwaitServed with a late report: %v, %v after %v", hosts, err, time.Since(start))
 	}
 
 	// (c) A failure ends the wait at once.
 	report(mb, rev2, false, "postfix reload: exit status 1")
 	start = time.Now()
-	_, err = co.AwaitServed(ctx, name, "0001", "K1", 10*time.Second, nil, nil)
+	_, err = co.AwaitServed(ctx, name, "0001", keyK1, 10*time.Second, nil, nil)
 	if !errors.As(err, &nse) || nse.Failed["mxb"] != "postfix reload: exit status 1" || len(nse.Silent) != 0 {
 		t.Errorf("(c) AwaitServed with a failure: %v", err)
 	}
@@ -1029,7 +1035,7 @@ func testAwaitServed(t *testing.T, f *fixture) {
 	done := make(chan error, 1)
 	start = time.Now()
 	go func() {
-		_, err := co.AwaitServed(ctx, name, "0001", "K1", 10*time.Second, nil, nil)
+		_, err := co.AwaitServed(ctx, name, "0001", keyK1, 10*time.Second, nil, nil)
 		done <- err
 	}()
 	time.Sleep(400 * time.Millisecond)
@@ -1044,14 +1050,14 @@ func testAwaitServed(t *testing.T, f *fixture) {
 		t.Errorf("(d) noticed the switch after %v", d)
 	}
 	// And at once when live is already another set.
-	if _, err := co.AwaitServed(ctx, name, "0001", "K1", 10*time.Second, nil, nil); err == nil || errors.As(err, &nse) {
+	if _, err := co.AwaitServed(ctx, name, "0001", keyK1, 10*time.Second, nil, nil); err == nil || errors.As(err, &nse) {
 		t.Errorf("AwaitServed for a set not live: %v", err)
 	}
 
 	// A context that ends stops the wait.
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if _, err := co.AwaitServed(cctx, name, "0002", "K1", 10*time.Second, nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := co.AwaitServed(cctx, name, "0002", keyK1, 10*time.Second, nil, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("AwaitServed with a context that ends: %v", err)
 	}
 }
@@ -1163,6 +1169,30 @@ func testAlive(t *testing.T, f *fixture) {
 	if ok, err := b.IsAlive(ctx, "mx"); err != nil || ok {
 		t.Errorf("IsAlive of a host that is a prefix: %v, %v", ok, err)
 	}
+	// Alive again refreshes this agent's own key.
+	if err := a.Alive(ctx); err != nil {
+		t.Errorf("Alive again: %v", err)
+	}
+	// A second agent under the same member name waits out the first's
+	// lease, then fails; the first keeps its name.
+	twin := f.open(t, "mxa")
+	start := time.Now()
+	if err := twin.Alive(ctx); err == nil || !strings.Contains(err.Error(), "another agent runs as member mxa") {
+		t.Errorf("a second agent as mxa: %v", err)
+	}
+	if d := time.Since(start); d < lockTTL {
+		t.Errorf("the second agent gave up after %v, before the first's lease could expire (%v)", d, lockTTL)
+	}
+	// A running agent's member does not leave without force.
+	if err := a.Register(ctx, "mail", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Leave(ctx, "mxa", false); !errors.Is(err, ErrAgentRuns) {
+		t.Errorf("Leave of a member whose agent runs: %v", err)
+	}
+	if names, err := b.Leave(ctx, "mxa", true); err != nil || !slices.Equal(names, []string{"mail"}) {
+		t.Errorf("Leave --force: %v, %v", names, err)
+	}
 	// Closing revokes the lease: the liveness key goes with it.
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
@@ -1252,13 +1282,26 @@ func testDistrust(t *testing.T, f *fixture) {
 	if _, err := s.Members(ctx, name); err == nil || !strings.Contains(err.Error(), "members/mx2") {
 		t.Errorf("Members with a record whose host is not its key's: %v", err)
 	}
-	if _, err := s.AwaitServed(ctx, name, "0001", "K", time.Second, nil, nil); err == nil {
+	if _, err := s.AwaitServed(ctx, name, "0001", keyK1, time.Second, nil, nil); err == nil {
 		t.Error("AwaitServed with a bad member record: no error")
 	}
 	r, _ := json.Marshal(Report{Host: "mx1", OK: true})
 	plant(t, s, s.certKey(name, "reports", "mx2"), r)
 	if _, err := s.Reports(ctx, name); err == nil {
 		t.Error("Reports with a record whose host is not its key's: no error")
+	}
+	for _, bad := range []Report{{Host: "mx2", Set: "../0001"}, {Host: "mx2", Key: "K1"}, {Host: "mx2", LiveRevision: -1}} {
+		r, _ := json.Marshal(bad)
+		plant(t, s, s.certKey(name, "reports", "mx2"), r)
+		if _, err := s.Reports(ctx, name); err == nil {
+			t.Errorf("Reports with %+v: no error", bad)
+		}
+	}
+	// A report's error text reaches status and logs: one line, bounded.
+	r, _ = json.Marshal(Report{Host: "mx2", Error: "reload\n\x1b[31mfailed" + strings.Repeat("x", 4000)})
+	plant(t, s, s.certKey(name, "reports", "mx2"), r)
+	if reps, err := s.Reports(ctx, name); err != nil || strings.ContainsAny(reps["mx2"].Error, "\n\x1b") || len(reps["mx2"].Error) > maxReportError+4 {
+		t.Errorf("a report's error text is not cleaned: %q, %v", reps["mx2"].Error, err)
 	}
 	for _, c := range []struct{ key, value string }{
 		{s.certKey("web", "members", "a/b"), `{"host":"a/b"}`},

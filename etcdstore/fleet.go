@@ -3,7 +3,10 @@ package etcdstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -38,12 +41,60 @@ type Report struct {
 	At    time.Time `json:"at"`
 }
 
+// validHost accepts what the configuration accepts as [store] host.
 func validHost(host string) error {
-	if err := store.CheckName(host); err != nil || len(host) > 63 {
+	if len(host) == 0 || len(host) > 63 || !hostName.MatchString(host) {
 		return fmt.Errorf("bad member name %q", host)
 	}
 	return nil
 }
+
+var hostName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// Bounds on what members write.
+const (
+	maxEndpoints   = 64
+	maxReportError = 1 << 10
+)
+
+// clean makes text from etcd safe to print on one line: control
+// characters go, and it is cut at limit bytes.
+func clean(text string, limit int) string {
+	text = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(text, "?"))
+	if len(text) > limit {
+		text = strings.ToValidUTF8(text[:limit], "") + "…"
+	}
+	return text
+}
+
+// check refuses a member record no agent writes.
+func (m *Member) check(host string) error {
+	if m.Host != host || len(m.Endpoints) > maxEndpoints {
+		return errors.New("not a member record")
+	}
+	for _, ep := range m.Endpoints {
+		if len(ep) > 1024 {
+			return errors.New("an endpoint longer than 1 KiB")
+		}
+	}
+	return nil
+}
+
+// check refuses a report no agent writes, and cleans its error text.
+func (r *Report) check(host string) error {
+	if r.Host != host || (r.Set != "" && !store.ValidSetID(r.Set)) || (r.Key != "" && !hexKey.MatchString(r.Key)) || r.LiveRevision < 0 {
+		return errors.New("not a report")
+	}
+	r.Error = clean(r.Error, maxReportError)
+	return nil
+}
+
+var hexKey = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Register records this member as serving certificate name at endpoints.
 // It stays registered until Leave: a member that is down must hold
@@ -72,11 +123,25 @@ func (s *Store) Register(ctx context.Context, name string, endpoints []string) e
 	return nil
 }
 
+// ErrAgentRuns is a Leave refused because the member's agent runs: it
+// would register again within a minute.
+var ErrAgentRuns = errors.New("its agent is running")
+
 // Leave removes host from every certificate, with its reports, and
-// returns the certificates it served.
-func (s *Store) Leave(ctx context.Context, host string) ([]string, error) {
+// returns the certificates it served. A member whose agent runs leaves
+// only with force (its agent registers it again at its next resync).
+func (s *Store) Leave(ctx context.Context, host string, force bool) ([]string, error) {
 	if err := validHost(host); err != nil {
 		return nil, err
+	}
+	if !force {
+		running, err := s.IsAlive(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		if running {
+			return nil, fmt.Errorf("member %s: %w (stop it first: systemctl stop daneroll-agent)", host, ErrAgentRuns)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -104,8 +169,11 @@ func (s *Store) Members(ctx context.Context, name string) ([]Member, error) {
 	var out []Member
 	err := s.list(ctx, name, "members", func(host string, data []byte) error {
 		var m Member
-		if err := json.Unmarshal(data, &m); err != nil || m.Host != host {
+		if err := json.Unmarshal(data, &m); err != nil {
 			return fmt.Errorf("%s: not a member record", s.certKey(name, "members", host))
+		}
+		if err := m.check(host); err != nil {
+			return fmt.Errorf("%s: %w", s.certKey(name, "members", host), err)
 		}
 		out = append(out, m)
 		return nil
@@ -118,8 +186,11 @@ func (s *Store) Reports(ctx context.Context, name string) (map[string]Report, er
 	out := map[string]Report{}
 	err := s.list(ctx, name, "reports", func(host string, data []byte) error {
 		var r Report
-		if err := json.Unmarshal(data, &r); err != nil || r.Host != host {
+		if err := json.Unmarshal(data, &r); err != nil {
 			return fmt.Errorf("%s: not a report", s.certKey(name, "reports", host))
+		}
+		if err := r.check(host); err != nil {
+			return fmt.Errorf("%s: %w", s.certKey(name, "reports", host), err)
 		}
 		out[host] = r
 		return nil
@@ -215,19 +286,30 @@ func (s *Store) AwaitServed(ctx context.Context, name, set, key string, timeout 
 	var said []string
 	for {
 		id, rev, err := s.LiveRevision(name)
+		var members []Member
+		var reports map[string]Report
+		if err == nil {
+			members, err = s.Members(ctx, name)
+		}
+		if err == nil {
+			reports, err = s.Reports(ctx, name)
+		}
 		if err != nil {
-			return nil, err
+			// etcd briefly unreachable (an election, a member down)
+			// is no reason to roll the fleet back: look again until the
+			// wait is over.
+			s.log.Warn("waiting for the members' reports", "cert", name, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-deadline.C:
+				return nil, err
+			case <-tick.C:
+				continue
+			}
 		}
 		if id != set {
 			return nil, fmt.Errorf("%s: the fleet's live set is %q, not %s: another run changed it", name, id, set)
-		}
-		members, err := s.Members(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		reports, err := s.Reports(ctx, name)
-		if err != nil {
-			return nil, err
 		}
 		nse := &NotServedError{Name: name, Set: set, Failed: map[string]string{}}
 		var hosts []string
@@ -268,19 +350,63 @@ func (s *Store) AwaitServed(ctx context.Context, name, set, key string, timeout 
 	}
 }
 
-// Alive keeps this member's liveness key while ctx lasts.
+// alive is the value of hosts/HOST/alive.
+type alive struct {
+	Host  string    `json:"host"`
+	PID   int       `json:"pid"`
+	Since time.Time `json:"since"`
+}
+
+// Alive marks this member's agent as running, on this process's lease,
+// while the process lives. Two agents cannot run under one member name
+// (two hosts with the same [store] host would answer for each other): an
+// agent that finds the name taken by another's lease waits for that lease
+// to expire (a killed agent's), as long as the lock's TTL, then fails.
 func (s *Store) Alive(ctx context.Context) error {
 	sess, err := s.session()
 	if err != nil {
 		return err
 	}
-	data, _ := json.Marshal(map[string]any{"host": s.host, "since": s.now().UTC()})
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	if err := s.cli.put(ctx, s.prefix+"hosts/"+s.host+"/alive", data, sess.id); err != nil {
-		return fmt.Errorf("etcd: %w", err)
+	k := s.prefix + "hosts/" + s.host + "/alive"
+	data, _ := json.Marshal(alive{Host: s.host, PID: os.Getpid(), Since: s.now().UTC()})
+	deadline := time.Now().Add(s.lockTTL + 2*time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, s.timeout)
+		resp, err := s.cli.txn(rctx, []cmp{createdAt(k, 0)}, []op{opPut(k, data, sess.id)}, []op{opGet(k)})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("etcd: %s: %w", k, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		var other alive
+		if len(resp.Responses) == 1 && resp.Responses[0].Range != nil && len(resp.Responses[0].Range.Kvs) == 1 {
+			kv := resp.Responses[0].Range.Kvs[0]
+			if int64(kv.Lease) == sess.id {
+				// Ours: refresh it.
+				rctx, cancel := context.WithTimeout(ctx, s.timeout)
+				err := s.cli.put(rctx, k, data, sess.id)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("etcd: %s: %w", k, err)
+				}
+				return nil
+			}
+			if len(kv.Value) <= maxRecord {
+				_ = json.Unmarshal(kv.Value, &other)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another agent runs as member %s (pid %d, since %s): give each host its own [store] host",
+				s.host, other.PID, other.Since.UTC().Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	return nil
 }
 
 // IsAlive reports whether host's agent runs.

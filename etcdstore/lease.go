@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -23,28 +24,31 @@ type session struct {
 func newSession(c *client, ttl, timeout time.Duration) (*session, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// The lease lasts ttl from when etcd granted it, which is after now.
+	asked := time.Now()
 	id, err := c.grant(ctx, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: lease: %w", err)
 	}
 	kctx, stop := context.WithCancel(context.Background())
 	s := &session{id: id, stop: stop, done: make(chan struct{}), finished: make(chan struct{})}
-	go s.keepAlive(kctx, c, ttl)
+	go s.keepAlive(kctx, c, ttl, asked)
 	return s, nil
 }
 
 // keepAlive renews the lease three times a TTL, as etcd's own client does.
-func (s *session) keepAlive(ctx context.Context, c *client, ttl time.Duration) {
+func (s *session) keepAlive(ctx context.Context, c *client, ttl time.Duration, granted time.Time) {
 	defer close(s.finished)
 	every := max(ttl/3, 100*time.Millisecond)
 	// lastSent is when the last renewal that got through was sent: the
 	// lease lasts at least ttl from then.
-	lastSent := time.Now()
+	lastSent := granted
+	wait := every
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(every):
+		case <-time.After(wait):
 		}
 		sent := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, every)
@@ -54,11 +58,14 @@ func (s *session) keepAlive(ctx context.Context, c *client, ttl time.Duration) {
 		case ctx.Err() != nil:
 			return
 		case err == nil && left > 0:
-			lastSent = sent
-		case err == nil, time.Since(lastSent) >= ttl:
-			// Expired, or it may have: what was held on it is not.
+			lastSent, wait = sent, every
+		case err == nil, time.Since(lastSent) >= ttl-every/2:
+			// Expired, or it may be by the next try: what was held on
+			// it is not.
 			s.end()
 			return
+		default:
+			wait = every / 4
 		}
 	}
 }
@@ -107,6 +114,12 @@ func (s *Store) tryLock(ctx context.Context, pfx string, sess *session) (*mutex,
 		[]op{opPut(m.key, nil, sess.id), opGet(m.key), opFirstCreated(pfx)},
 		[]op{opGet(m.key), opFirstCreated(pfx)})
 	if err != nil {
+		// etcd may have queued the key and the answer got lost: take it
+		// out (the key is this lease's alone), or it would take the lock
+		// for nobody when the holder lets go.
+		rctx, cancel := s.ctx()
+		_, _ = s.cli.txn(rctx, nil, []op{opDelete(m.key)}, nil)
+		cancel()
 		return nil, false, err
 	}
 	rs := resp.Responses
@@ -114,7 +127,7 @@ func (s *Store) tryLock(ctx context.Context, pfx string, sess *session) (*mutex,
 		rs = rs[1:]
 	}
 	if len(rs) != 2 || rs[0].Range == nil || rs[1].Range == nil || len(rs[0].Range.Kvs) != 1 || len(rs[1].Range.Kvs) != 1 {
-		return nil, false, fmt.Errorf("etcd: lock %s: an answer without the lock's keys", pfx)
+		return nil, false, errors.New("an answer without the lock's keys")
 	}
 	m.rev = int64(rs[0].Range.Kvs[0].CreateRevision)
 	return m, int64(rs[1].Range.Kvs[0].CreateRevision) == m.rev, nil
@@ -128,10 +141,10 @@ func (s *Store) first(ctx context.Context, m *mutex) (bool, error) {
 		return false, err
 	}
 	if !resp.Succeeded {
-		return false, fmt.Errorf("etcd: lock %s: this run's lease expired while it waited", m.pfx)
+		return false, fmt.Errorf("this run's lease expired while it waited")
 	}
 	if len(resp.Responses) != 1 || resp.Responses[0].Range == nil || len(resp.Responses[0].Range.Kvs) != 1 {
-		return false, fmt.Errorf("etcd: lock %s: an answer without the lock's keys", m.pfx)
+		return false, errors.New("an answer without the lock's keys")
 	}
 	return int64(resp.Responses[0].Range.Kvs[0].CreateRevision) == m.rev, nil
 }

@@ -150,6 +150,11 @@ func (e *Engine) reload(ctx context.Context, c *config.Certificate) error {
 // that a DANE client of the endpoint finds. On failure the previous set is
 // put back.
 func (e *Engine) verify(ctx context.Context, c *config.Certificate, st *State) error {
+	if f, ok := e.fleet(); ok {
+		if err := e.verifyFleet(ctx, c, st, f); err != nil {
+			return err
+		}
+	}
 	if err := e.probeAll(ctx, c, st, st.Txn.Target); err != nil {
 		if st.Txn.PrevSet == "" && errors.Is(err, syscall.ECONNREFUSED) {
 			return e.bootstrap(c, "a service does not answer", err)

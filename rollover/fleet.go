@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/daneroll/daneroll/config"
+	"github.com/daneroll/daneroll/dane"
 	"github.com/daneroll/daneroll/etcdstore"
+	"github.com/daneroll/daneroll/services"
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -114,6 +116,15 @@ func (e *Engine) deployFleet(ctx context.Context, c *config.Certificate, st *Sta
 	}
 	e.rep.Progress(c.Name, "deploy", fmt.Sprintf("set %s is the fleet's; waiting for every member's agent to serve key %s", txn.NewSet, short(txn.Target)))
 	hosts, err := e.awaitMembers(ctx, c, f, txn.NewSet, txn.Target, nil)
+	if err == nil && len(hosts) == 0 && !c.AllowUnverifiedDeploy {
+		err = errors.New("no member is registered for it: no host reported serving it (start daneroll agent on the hosts that serve it; allow_unverified_deploy = true deploys without)")
+	}
+	if err != nil && ctx.Err() != nil {
+		// Interrupted: the journal still says deploy, and the next run
+		// waits again. Rolling back now would only move every member
+		// twice.
+		return err
+	}
 	if err != nil {
 		if txn.PrevSet == "" {
 			return e.bootstrap(c, "not every member serves it", err)
@@ -122,6 +133,26 @@ func (e *Engine) deployFleet(ctx context.Context, c *config.Certificate, st *Sta
 	}
 	e.rep.Progress(c.Name, "deploy", fmt.Sprintf("%s serve key %s", membersPhrase(hosts), short(txn.Target)))
 	return nil
+}
+
+// verifyFleet checks, before a fleet's transaction goes on to retire the
+// old key, that the new set is still the fleet's and every member serves
+// it. A run resumed at verify may find otherwise: its predecessor was
+// killed in a rollback, after putting the old set back. Then the new set
+// is deployed again.
+func (e *Engine) verifyFleet(ctx context.Context, c *config.Certificate, st *State, f Fleet) error {
+	if err := e.refreshLive(c, st); err != nil {
+		return err
+	}
+	if st.LiveSet != st.Txn.NewSet {
+		e.rep.Progress(c.Name, "verify", fmt.Sprintf("the fleet serves set %s, not the new set %s: deploying it again", st.LiveSet, st.Txn.NewSet))
+		return e.deployFleet(ctx, c, st, f)
+	}
+	_, err := e.awaitMembers(ctx, c, f, st.Txn.NewSet, st.Txn.Target, nil)
+	if err != nil && ctx.Err() == nil {
+		return e.rollback(ctx, c, st, err)
+	}
+	return err
 }
 
 func (e *Engine) awaitMembers(ctx context.Context, c *config.Certificate, f Fleet, set, key string, skip []string) ([]string, error) {
@@ -241,10 +272,11 @@ func (a *Agent) SyncAll(ctx context.Context) []AgentOutcome {
 // Run registers, then keeps the host in step until ctx ends: at every
 // change of a live set, and every Resync.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.Register(ctx); err != nil {
+	// Alive first: it refuses a second agent under the same member name.
+	if err := a.fleet.Alive(ctx); err != nil {
 		return err
 	}
-	if err := a.fleet.Alive(ctx); err != nil {
+	if err := a.Register(ctx); err != nil {
 		return err
 	}
 	changed := make(chan string, 64)
@@ -252,12 +284,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, c := range a.served() {
 		names = append(names, c.Name)
 	}
-	go a.fleet.WatchLive(ctx, names, a.Poll, func(name string) {
-		select {
-		case changed <- name:
-		default: // the resync catches up
-		}
-	})
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		_ = a.fleet.WatchLive(wctx, names, a.Poll, func(name string) {
+			select {
+			case changed <- name:
+			default: // the resync catches up
+			}
+		})
+	}()
+	defer func() {
+		stopWatch()
+		<-watched
+	}()
 	a.report(a.SyncAll(ctx))
 	tick := time.NewTicker(a.Resync)
 	defer tick.Stop()
@@ -266,6 +307,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			// Registered again each time: a member record lost (etcd
+			// restored from a backup, a --leave by mistake) comes back.
+			if err := a.Register(ctx); err != nil {
+				a.e.log.Warn("registering with the fleet", "err", err)
+			}
 			if err := a.fleet.Alive(ctx); err != nil {
 				a.e.log.Warn("the fleet's liveness key", "err", err)
 			}
@@ -334,8 +380,14 @@ func (a *Agent) Sync(ctx context.Context, c *config.Certificate) AgentOutcome {
 	if err != nil {
 		return fail(err)
 	}
-	if prev == nil || !bytes.Equal(prev.Cert, set.Cert) || !bytes.Equal(prev.Key, set.Key) || !bytes.Equal(prev.Chain, set.Chain) {
-		localID, err := a.local.Install(c.Name, set)
+	key := &KeyInfo{ID: keyIDHex, SPKI: spki}
+	if prev == nil || !sameSet(prev, set) {
+		// Nothing is served here that a DANE client would refuse,
+		// whatever etcd says.
+		if err := a.e.matchesRecords(ctx, c, set); err != nil {
+			return fail(fmt.Errorf("not installed: %w", err))
+		}
+		localID, err := a.install(c.Name, set)
 		if err != nil {
 			return fail(err)
 		}
@@ -345,25 +397,110 @@ func (a *Agent) Sync(ctx context.Context, c *config.Certificate) AgentOutcome {
 		out.Changed = true
 		a.e.rep.Progress(c.Name, "agent", fmt.Sprintf("installed the fleet's set %s (here %s)", id, localID))
 	}
-	err = a.e.reload(ctx, c)
-	if err == nil {
-		err = a.e.probeKey(ctx, c, &KeyInfo{ID: keyIDHex, SPKI: spki})
+	if out.Changed {
+		err = a.e.reload(ctx, c)
+		if err == nil {
+			err = a.e.probeKey(ctx, c, key)
+		}
+	} else if err = a.e.probeKey(ctx, c, key); err != nil {
+		// Installed, but not served (a service restarted from an old
+		// configuration, a reload that was lost): reload once.
+		a.e.log.Warn("the installed set is not served; reloading", "cert", c.Name, "err", err)
+		if err = a.e.reload(ctx, c); err == nil {
+			err = a.e.probeKey(ctx, c, key)
+		}
 	}
 	if err != nil {
 		if out.Changed && prev != nil {
-			if serr := a.local.Switch(c.Name, prev.ID); serr != nil {
-				err = fmt.Errorf("%w; switching this host back to its set %s failed too: %v", err, prev.ID, serr)
-			} else if rerr := a.e.reload(ctx, c); rerr != nil {
-				err = fmt.Errorf("%w; switched this host back to its set %s, but reloading failed: %v", err, prev.ID, rerr)
-			} else {
-				err = fmt.Errorf("%w; this host serves its set %s again", err, prev.ID)
-			}
+			err = a.takeBack(ctx, c, prev, err)
 		}
 		return fail(err)
+	}
+	if c.KeepSets > 0 {
+		live, _ := a.local.Live(c.Name)
+		protect := []string{}
+		if live != nil {
+			protect = append(protect, live.ID)
+		}
+		if prev != nil {
+			protect = append(protect, prev.ID)
+		}
+		if _, err := a.local.PruneSets(c.Name, c.KeepSets, protect...); err != nil {
+			a.e.log.Warn("pruning this host's archive", "cert", c.Name, "err", err)
+		}
 	}
 	rep.OK, rep.At = true, a.e.clock.Now().UTC()
 	if err := a.fleet.PutReport(ctx, c.Name, rep); err != nil {
 		out.Err = err
 	}
 	return out
+}
+
+func sameSet(a, b *store.Set) bool {
+	return bytes.Equal(a.Cert, b.Cert) && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Chain, b.Chain)
+}
+
+// install archives set on this host, or finds it among the newest sets
+// already there (an agent that takes a set back and tries again must not
+// archive a copy each time).
+func (a *Agent) install(name string, set *store.Set) (string, error) {
+	ids, err := a.local.Sets(name)
+	if err != nil {
+		return "", err
+	}
+	for i := len(ids) - 1; i >= 0 && i >= len(ids)-3; i-- {
+		if have, err := a.local.Set(name, ids[i]); err == nil && sameSet(have, set) {
+			return ids[i], nil
+		}
+	}
+	return a.local.Install(name, set)
+}
+
+// takeBack puts this host's previous set back after the fleet's failed
+// here, if a DANE client would still accept it: a member back from a long
+// absence may hold a set whose record is long retired, and then the new
+// set, whose record is published, is the better one to keep.
+func (a *Agent) takeBack(ctx context.Context, c *config.Certificate, prev *store.Set, cause error) error {
+	if err := a.e.matchesRecords(ctx, c, prev); err != nil {
+		return fmt.Errorf("%w; this host keeps the new set: its previous set %s would not match the TLSA records either (%v)", cause, prev.ID, err)
+	}
+	if err := a.local.Switch(c.Name, prev.ID); err != nil {
+		return fmt.Errorf("%w; switching this host back to its set %s failed too: %v", cause, prev.ID, err)
+	}
+	if err := a.e.reload(ctx, c); err != nil {
+		return fmt.Errorf("%w; switched this host back to its set %s, but reloading failed: %v", cause, prev.ID, err)
+	}
+	return fmt.Errorf("%w; this host serves its set %s again", cause, prev.ID)
+}
+
+// matchesRecords checks set's chain against the TLSA records a DANE client
+// of each of c's endpoints finds through the validating resolver, as a
+// probe judges the served chain.
+func (e *Engine) matchesRecords(ctx context.Context, c *config.Certificate, set *store.Set) error {
+	if len(c.TLSA) == 0 {
+		return nil
+	}
+	chain, err := set.Certificates()
+	if err != nil {
+		return err
+	}
+	for _, name := range c.Services {
+		for _, endpoint := range e.cfg.Services[name].Probe {
+			ep, err := services.ParseEndpoint(endpoint)
+			if err != nil {
+				return fmt.Errorf("%s (service %s): %w", endpoint, name, err)
+			}
+			if ep.TLSAOwner() == "" {
+				continue
+			}
+			records, err := e.clientRecords(ctx, c, ep)
+			if err != nil {
+				return fmt.Errorf("%s (service %s): %w", endpoint, name, err)
+			}
+			if _, err := dane.Verify(records, chain, dane.VerifyOptions{Names: []string{ep.Host}, SMTP: isSMTP(ep.Scheme), Now: e.clock.Now()}); err != nil {
+				return fmt.Errorf("set %s does not match the TLSA records a DANE client finds at %s: %w", set.ID, strings.TrimSuffix(ep.TLSAOwner(), "."), err)
+			}
+		}
+	}
+	return nil
 }

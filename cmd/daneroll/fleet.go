@@ -101,6 +101,7 @@ func (c *cli) agent(ctx context.Context, args []string) int {
 	once := fs.Bool("once", false, "bring every certificate in step once, report and exit")
 	leave := fs.Bool("leave", false, "remove this member (or --host) from the fleet, and exit")
 	host := fs.String("host", "", "with --leave: the member to remove (default: this one)")
+	force := fs.Bool("force", false, "with --leave: even while its agent runs")
 	names, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
@@ -108,8 +109,8 @@ func (c *cli) agent(ctx context.Context, args []string) int {
 	if len(names) > 0 {
 		return c.usageError("agent takes no certificate names: it serves those of this host's services")
 	}
-	if *host != "" && !*leave {
-		return c.usageError("--host goes with --leave")
+	if (*host != "" || *force) && !*leave {
+		return c.usageError("--host and --force go with --leave")
 	}
 	cfg, err := c.loadConfig()
 	if err != nil {
@@ -128,7 +129,7 @@ func (c *cli) agent(ctx context.Context, args []string) int {
 		if *host != "" {
 			h = *host
 		}
-		left, err := fleet.Leave(ctx, h)
+		left, err := fleet.Leave(ctx, h, *force)
 		if err != nil {
 			return c.fail(err)
 		}
