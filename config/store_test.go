@@ -63,7 +63,7 @@ func TestStoreDefaults(t *testing.T) {
 	cfg, err = Parse(filepath.Join(dir, "x.toml"), `
 [store]
 type = "etcd"
-endpoints = ["https://10.0.0.1:2379", "http://127.0.0.1:2379"]
+endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
 ca_file = "etcd-ca.pem"
 cert_file = "etcd-ca.pem"
 key_file = "etcd.key"
@@ -74,7 +74,6 @@ fleet_key_file = "fleet.key"
 	}
 	st := cfg.Store
 	host, _ := os.Hostname()
-	host, _, _ = strings.Cut(host, ".")
 	if !st.Fleet() || st.Prefix != DefaultStorePrefix || st.Host != host || st.LockTTL.Duration != DefaultLockTTL ||
 		st.ReportTimeout.Duration != DefaultReportTimeout || st.FleetKeyFile != filepath.Join(dir, "fleet.key") || st.CAFile != filepath.Join(dir, "etcd-ca.pem") {
 		t.Errorf("store %+v", st)
@@ -88,7 +87,8 @@ func TestBadStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(open, 0o644)
-	etcd := "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\nfleet_key_file = \"" + dir + "/fleet.key\"\n"
+	ca := "ca_file = \"" + dir + "/etcd-ca.pem\"\n"
+	etcd := "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\n" + ca + "fleet_key_file = \"" + dir + "/fleet.key\"\n"
 	for _, tt := range []struct {
 		name, src, want string
 		line            int
@@ -97,16 +97,18 @@ func TestBadStores(t *testing.T) {
 		{"etcd key on local", "[store]\nendpoints = [\"https://10.0.0.1:2379\"]\n", `store: endpoints applies only to type "etcd"`, 2},
 		{"no endpoints", "[store]\ntype = \"etcd\"\nfleet_key_file = \"" + dir + "/fleet.key\"\n", `store: type etcd needs endpoints`, 1},
 		{"plain http", "[store]\ntype = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\"]\nfleet_key_file = \"" + dir + "/fleet.key\"\n", `in clear over the network`, 3},
-		{"no port", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1\"]\nfleet_key_file = \"" + dir + "/fleet.key\"\n", `is not https://host:port`, 3},
-		{"no fleet key", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\n", `needs fleet_key_file`, 1},
-		{"open fleet key", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\nfleet_key_file = \"" + open + "\"\n", `fleet_key_file: ` + open + ` is readable or writable by group or others (mode 0644)`, 4},
+		{"no port", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1\"]\n" + ca + "fleet_key_file = \"" + dir + "/fleet.key\"\n", `is not https://host:port`, 3},
+		{"no fleet key", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\n" + ca, `needs fleet_key_file`, 1},
+		{"open fleet key", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\n" + ca + "fleet_key_file = \"" + open + "\"\n", `fleet_key_file: ` + open + ` is readable or writable by group or others (mode 0644)`, 5},
+		{"mixed schemes", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\", \"http://127.0.0.1:2379\"]\n" + ca + "fleet_key_file = \"" + dir + "/fleet.key\"\n", `endpoints mix http and https`, 3},
+		{"https without ca_file", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\nfleet_key_file = \"" + dir + "/fleet.key\"\n", `https endpoints need ca_file`, 1},
 		{"cert without key", etcd + "cert_file = \"" + dir + "/etcd-ca.pem\"\n", `cert_file and key_file go together`, 1},
-		{"ca without certificates", etcd + "ca_file = \"" + dir + "/tsig.secret\"\n", `holds no PEM certificate`, 5},
-		{"bad prefix", etcd + "prefix = \"daneroll\"\n", `prefix "daneroll" must start and end with /`, 5},
-		{"bad host", etcd + "host = \"mx 1\"\n", `host "mx 1" is not a name`, 5},
-		{"short lock", etcd + "lock_ttl = \"1s\"\n", `lock_ttl 1s is outside 5s to 5m`, 5},
-		{"long report timeout", etcd + "report_timeout = \"2d\"\n", `report_timeout 2d is outside 5s to 24h`, 5},
-		{"misspelt key", etcd + "lock_tl = \"20s\"\n", `did you mean "lock_ttl"?`, 5},
+		{"ca without certificates", "[store]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\nfleet_key_file = \"" + dir + "/fleet.key\"\nca_file = \"" + dir + "/tsig.secret\"\n", `holds no PEM certificate`, 5},
+		{"bad prefix", etcd + "prefix = \"daneroll\"\n", `prefix "daneroll" must start and end with /`, 6},
+		{"bad host", etcd + "host = \"mx 1\"\n", `host "mx 1" is not a name`, 6},
+		{"short lock", etcd + "lock_ttl = \"1s\"\n", `lock_ttl 1s is outside 5s to 5m`, 6},
+		{"long report timeout", etcd + "report_timeout = \"2d\"\n", `report_timeout 2d is outside 5s to 24h`, 6},
+		{"misspelt key", etcd + "lock_tl = \"20s\"\n", `did you mean "lock_ttl"?`, 6},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse("x.toml", tt.src)

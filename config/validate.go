@@ -131,6 +131,19 @@ func (v *validator) store() {
 				"store: endpoint %q would send the fleet's state, and the client's requests, in clear over the network", ep)
 		}
 	}
+	schemes := map[string]bool{}
+	for _, ep := range st.Endpoints {
+		if u, err := url.Parse(ep); err == nil {
+			schemes[u.Scheme] = true
+		}
+	}
+	switch {
+	case len(schemes) > 1:
+		v.fail("store.endpoints", "", "store: endpoints mix http and https: one cluster, one scheme")
+	case schemes["https"] && st.CAFile == "":
+		v.fail("store", "name the CA that signed etcd's server certificates (etcd's --trusted-ca-file)",
+			"store: https endpoints need ca_file: any public CA could vouch for etcd otherwise")
+	}
 	for key, file := range map[string]*string{"ca_file": &st.CAFile, "cert_file": &st.CertFile} {
 		if *file == "" {
 			continue
