@@ -99,3 +99,24 @@ func waitNextSafe(b testing.TB, w *realWorld) {
 		time.Sleep(d + 100*time.Millisecond)
 	}
 }
+
+// BenchmarkFleetKeyChange measures a key change of a fleet of three hosts
+// (internal/e2e/fleet_test.go: etcd, three agents, key_policy fresh, TTL
+// 1 s) against its floor, as BenchmarkKeyChange does for one host: what is
+// over the floor is the fleet's deploy (the agents notice the new live set,
+// install, reload, probe, report) and the retire.
+func BenchmarkFleetKeyChange(b *testing.B) {
+	f := newFleet(b, "30s")
+	f.issue()
+	var wall, floor time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		f.mustRun(f.hosts[0], "renew", "--force")
+		wall += time.Since(start)
+		floor += f.safeAt().Sub(start)
+	}
+	b.ReportMetric(wall.Seconds()/float64(b.N), "wall-s/op")
+	b.ReportMetric(floor.Seconds()/float64(b.N), "floor-s/op")
+	b.ReportMetric((wall-floor).Seconds()/float64(b.N), "over-floor-s/op")
+}

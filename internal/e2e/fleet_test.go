@@ -3,8 +3,15 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +27,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/daneroll/daneroll/fleetkey"
 	"github.com/daneroll/daneroll/internal/dnstest"
 	"github.com/daneroll/daneroll/internal/loopback"
 	"github.com/daneroll/daneroll/internal/pebbletest"
@@ -34,14 +42,16 @@ import (
 // signed zone of internal/loopback; and a DANE client probing all three
 // hosts through the validating resolver the whole time.
 type fleet struct {
-	t     *testing.T
+	t     testing.TB
 	lb    *loopback.World
 	etcd  *rig.Etcd
 	port  string
 	owner string // _PORT._tcp.mail.example.test.
-	hosts []*fleetHost
-	start time.Time
-	probe *fleetProber
+	// keyFile is the fleet key.
+	keyFile string
+	hosts   []*fleetHost
+	start   time.Time
+	probe   *fleetProber
 }
 
 type fleetHost struct {
@@ -77,7 +87,7 @@ const fleetHosts = 3
 
 // newFleet starts the fleet world, the agents included, with no
 // certificate yet. reportTimeout is [store] report_timeout.
-func newFleet(t *testing.T, reportTimeout string) *fleet {
+func newFleet(t testing.TB, reportTimeout string) *fleet {
 	t.Helper()
 	if bins.daneroll == "" {
 		t.Skip("end-to-end tests do not run with -short")
@@ -100,6 +110,7 @@ func newFleet(t *testing.T, reportTimeout string) *fleet {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(dir, "fleet.key")
+	f.keyFile = keyFile
 	if r := runDaneroll(t, "", "", "fleet-key", "--out", keyFile); r.code != 0 {
 		t.Fatalf("fleet-key: %s", r.out)
 	}
@@ -367,6 +378,22 @@ func (f *fleet) etcdGet(key string) []byte {
 	}
 	f.t.Fatalf("no etcd member answers for %s", key)
 	return nil
+}
+
+// etcdPut writes one key of the fleet, as anyone who can write to etcd
+// can.
+func (f *fleet) etcdPut(key string, value []byte) {
+	f.t.Helper()
+	body, _ := json.Marshal(map[string][]byte{"key": []byte("/daneroll/" + key), "value": value})
+	req, _ := http.NewRequest(http.MethodPost, f.etcd.Endpoints[0]+"/v3/kv/put", bytes.NewReader(body))
+	resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.etcd.TLSConfig()}}).Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		f.t.Fatalf("put %s: %s", key, resp.Status)
+	}
 }
 
 // served returns the key each host's service serves.
@@ -792,4 +819,83 @@ func TestFleetFrozenCoordinator(t *testing.T) {
 		t.Errorf("the thawed coordinator changed what is served")
 	}
 	t.Logf("thawed coordinator:\n%s", out.String())
+}
+
+// safeAt is when the current key became safe to serve (the journal in
+// etcd): confirmation on every server plus the hold.
+func (f *fleet) safeAt() time.Time {
+	f.t.Helper()
+	var j struct {
+		Current string `json:"current"`
+		Keys    []struct {
+			ID     string               `json:"id"`
+			SafeAt map[string]time.Time `json:"safe_at"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(f.etcdGet("certs/mail/journal"), &j); err != nil {
+		f.t.Fatal(err)
+	}
+	for _, k := range j.Keys {
+		if k.ID == j.Current {
+			return k.SafeAt[f.owner]
+		}
+	}
+	f.t.Fatalf("no safe time of key %s in the journal", j.Current)
+	return time.Time{}
+}
+
+// TestFleetAgentsRefuseAnUnpublishedKey points the fleet's live set, behind
+// daneroll's back, at a set whose key has no TLSA record (a bug, a restore
+// of etcd from an old backup, someone holding the fleet key): no agent
+// installs it, each reports why, and every host keeps serving its key.
+func TestFleetAgentsRefuseAnUnpublishedKey(t *testing.T) {
+	f := newFleet(t, "30s")
+	served := f.issue()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(99), Subject: pkix.Name{CommonName: "mail.example.test"},
+		DNSNames: []string{"mail.example.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	fk, err := fleetkey.Load(f.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := fk.Seal("/daneroll/certs/mail/sets/0099", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(map[string]any{"cert": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), "chain": "", "key": sealed})
+	f.etcdPut("certs/mail/sets/0099", rec)
+	f.etcdPut("certs/mail/live", []byte("0099"))
+
+	deadline := time.Now().Add(20 * time.Second)
+	for _, h := range f.hosts {
+		for {
+			var r struct {
+				Set   string `json:"set"`
+				OK    bool   `json:"ok"`
+				Error string `json:"error"`
+			}
+			if data := f.etcdGet("certs/mail/reports/" + h.name); data != nil && json.Unmarshal(data, &r) == nil && r.Set == "0099" {
+				if r.OK || !strings.Contains(r.Error, "not installed: set 0099 does not match the TLSA records a DANE client finds") {
+					t.Errorf("%s reports on set 0099: ok %v, %q", h.name, r.OK, r.Error)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s reported nothing on set 0099%s", h.name, f.agentLogs())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if got := f.served(); !slices.Equal(got, []string{served, served, served}) {
+		t.Errorf("the hosts serve %v, want the published key %.12s everywhere", got, served)
+	}
+	f.noGaps()
 }
