@@ -220,14 +220,14 @@ func (s *Store) LockCert(ctx context.Context, name string) (store.Unlocker, erro
 		return nil, err
 	}
 	tctx, cancel := context.WithTimeout(ctx, s.timeout)
-	m, first, err := s.tryLock(tctx, s.certKey(name, "lock")+"/", sess)
+	m, won, err := s.tryLock(tctx, s.certKey(name, "lock")+"/", sess)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("etcd: lock %s: %w", name, err)
 	}
 	// A holder that died frees the lock when its lease expires.
 	deadline := time.Now().Add(s.lockTTL + 2*time.Second)
-	for !first {
+	for !won {
 		if time.Now().After(deadline) {
 			le := s.lockedError(name)
 			rctx, cancel := s.ctx()
@@ -244,7 +244,7 @@ func (s *Store) LockCert(ctx context.Context, name string) (store.Unlocker, erro
 		case <-time.After(250 * time.Millisecond):
 		}
 		tctx, cancel := context.WithTimeout(ctx, s.timeout)
-		first, err = s.first(tctx, m)
+		won, err = s.first(tctx, m)
 		cancel()
 		if err != nil {
 			// Take the key out of the queue (when the lease still
@@ -329,6 +329,10 @@ func (s *Store) write(name string, cmps []cmp, ops ...op) error {
 	}
 	return errConflict
 }
+
+// Fence fails with *LostLockError when this process no longer holds
+// certificate name's lock: a write of nothing, fenced like every write.
+func (s *Store) Fence(name string) error { return s.write(name, nil) }
 
 var errConflict = errors.New("etcd: changed by someone else")
 

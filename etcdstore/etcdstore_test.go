@@ -739,6 +739,12 @@ func testFencing(t *testing.T, f *fixture) {
 	if err := s1.Switch(name, "0001"); err != nil {
 		t.Fatal(err)
 	}
+	if err := s1.Fence(name); err != nil {
+		t.Errorf("Fence while holding the lock: %v", err)
+	}
+	if err := s2.Fence(name); err == nil {
+		t.Error("Fence of a store that never took the lock: no error")
+	}
 
 	// s1's lease ends behind its back (as when it expires while s1 is
 	// frozen): the keep-alive is stopped first so that s1 still thinks
@@ -757,6 +763,7 @@ func testFencing(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 
+	lostLock(t, "Fence", s1.Fence(name))
 	lostLock(t, "WriteJournal", s1.WriteJournal(name, []byte(`{"by":"mx1","late":true}`)))
 	lostLock(t, "WriteKey", s1.WriteKey(name, store.Current, newKey(t)))
 	lostLock(t, "WriteKey next", s1.WriteKey(name, store.Next, newKey(t)))

@@ -22,6 +22,10 @@ type Backend interface {
 	// LockCert takes one certificate's lock; a lock another run holds is
 	// a *store.LockedError.
 	LockCert(ctx context.Context, name string) (store.Unlocker, error)
+	// Fence fails when this run no longer holds name's lock: it comes
+	// before each change that the backend cannot make conditional on the
+	// lock itself (deleting a TLSA record). A local lock cannot be lost.
+	Fence(name string) error
 
 	// ReadJournal decodes name's journal into v and returns its bytes, or
 	// nil when there is none.
@@ -72,6 +76,8 @@ func (l Local) LockShared() (store.Unlocker, error) { return l.Store.LockShared(
 func (l Local) LockCert(_ context.Context, name string) (store.Unlocker, error) {
 	return l.Store.LockCert(name)
 }
+
+func (Local) Fence(string) error { return nil }
 
 func (l Local) ReadJournal(name string, v any) ([]byte, error) {
 	return l.ReadJSONBytes(store.JournalPath(name), v)

@@ -341,6 +341,9 @@ func (e *Engine) deletePruned(ctx context.Context, c *config.Certificate, st *St
 		if err != nil {
 			return err
 		}
+		if err := e.st.Fence(c.Name); err != nil {
+			return err
+		}
 		e.rep.Progress(c.Name, st.Txn.Step, "delete "+rrLine(rr))
 		if err := pub.Delete(ctx, rr); err != nil {
 			return fmt.Errorf("%s: delete %s: %w", pub, rrLine(rr), err)

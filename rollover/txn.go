@@ -876,6 +876,11 @@ func (e *Engine) retire(ctx context.Context, c *config.Certificate, st *State) e
 			return err
 		}
 		for _, rr := range p.Delete {
+			// A run that lost its lock (frozen past lock_ttl in fleet
+			// mode) must not delete what its successor may need.
+			if err := e.st.Fence(c.Name); err != nil {
+				return err
+			}
 			e.rep.Progress(c.Name, "retire", "delete "+rrLine(rr))
 			if err := d.Publisher.Delete(ctx, rr); err != nil {
 				return fmt.Errorf("%s: delete %s: %w", d.Publisher, rrLine(rr), err)
