@@ -33,6 +33,9 @@ type Report struct {
 	LiveRevision int64  `json:"live_revision"`
 	// Key is the ID (SPKI digest) of the key of Set.
 	Key string `json:"key"`
+	// Endpoints maps each endpoint the agent probed to the key (SPKI
+	// digest) it served last.
+	Endpoints map[string]string `json:"endpoints,omitempty"`
 	// OK is set when every endpoint served Key and matched the TLSA
 	// records a DANE client finds.
 	OK bool `json:"ok"`
@@ -89,6 +92,14 @@ func (m *Member) check(host string) error {
 func (r *Report) check(host string) error {
 	if r.Host != host || (r.Set != "" && !store.ValidSetID(r.Set)) || (r.Key != "" && !hexKey.MatchString(r.Key)) || r.LiveRevision < 0 {
 		return errors.New("not a report")
+	}
+	if len(r.Endpoints) > maxEndpoints {
+		return errors.New("a report of too many endpoints")
+	}
+	for ep, key := range r.Endpoints {
+		if len(ep) > 1024 || !hexKey.MatchString(key) {
+			return errors.New("not a report")
+		}
 	}
 	r.Error = clean(r.Error, maxReportError)
 	return nil

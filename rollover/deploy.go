@@ -174,12 +174,13 @@ func (e *Engine) probeAll(ctx context.Context, c *config.Certificate, st *State,
 	if k == nil {
 		return fmt.Errorf("unknown key %s", short(want))
 	}
-	return e.probeKey(ctx, c, k)
+	return e.probeKey(ctx, c, k, nil)
 }
 
 // probeKey checks that every endpoint of c's services serves key k, as
-// probeAll says.
-func (e *Engine) probeKey(ctx context.Context, c *config.Certificate, k *KeyInfo) error {
+// probeAll says. served, when not nil, hears the key each endpoint
+// probed served last.
+func (e *Engine) probeKey(ctx context.Context, c *config.Certificate, k *KeyInfo, served map[string]string) error {
 	want := k.ID
 	probes := 0
 	for _, name := range c.Services {
@@ -199,8 +200,11 @@ func (e *Engine) probeKey(ctx context.Context, c *config.Certificate, k *KeyInfo
 				if len(chain) == 0 {
 					return errors.New("no certificate served")
 				}
+				id, _, _ := keyID(chain[0].PublicKey)
+				if served != nil {
+					served[endpoint] = id
+				}
 				if !bytes.Equal(chain[0].RawSubjectPublicKeyInfo, k.SPKI) {
-					id, _, _ := keyID(chain[0].PublicKey)
 					return fmt.Errorf("serves key %s, want %s", short(id), short(k.ID))
 				}
 				if records == nil {

@@ -40,11 +40,13 @@ type MemberStatus struct {
 	Endpoints []string `json:"endpoints,omitempty"`
 	// Set and Key are what it installed and serves; OK is set when its
 	// endpoints served Key and matched the TLSA records.
-	Set   string    `json:"set,omitempty"`
-	Key   string    `json:"key,omitempty"`
-	OK    bool      `json:"ok"`
-	Error string    `json:"error,omitempty"`
-	At    time.Time `json:"at,omitzero"`
+	Set string `json:"set,omitempty"`
+	Key string `json:"key,omitempty"`
+	// Served maps each endpoint to the key it served when last probed.
+	Served map[string]string `json:"served,omitempty"`
+	OK     bool              `json:"ok"`
+	Error  string            `json:"error,omitempty"`
+	At     time.Time         `json:"at,omitzero"`
 	// Current is set when the report is for the live set as it is now.
 	Current bool `json:"current"`
 	// Agent is set while its agent runs.
@@ -72,7 +74,7 @@ func (e *Engine) memberStatus(ctx context.Context, c *config.Certificate, f Flee
 		}
 		r, ok := reports[m.Host]
 		if ok {
-			ms.Set, ms.Key, ms.OK, ms.Error, ms.At = r.Set, r.Key, r.OK, r.Error, r.At
+			ms.Set, ms.Key, ms.OK, ms.Error, ms.At, ms.Served = r.Set, r.Key, r.OK, r.Error, r.At, r.Endpoints
 			ms.Current = r.Set == st.LiveSet && r.Key == st.servedKey()
 		}
 		switch {
@@ -381,6 +383,9 @@ func (a *Agent) Sync(ctx context.Context, c *config.Certificate) AgentOutcome {
 		return fail(err)
 	}
 	key := &KeyInfo{ID: keyIDHex, SPKI: spki}
+	// What each endpoint serves goes into the report, failed or not.
+	served := map[string]string{}
+	rep.Endpoints = served
 	if prev == nil || !sameSet(prev, set) {
 		// Nothing is served here that a DANE client would refuse,
 		// whatever etcd says.
@@ -400,14 +405,14 @@ func (a *Agent) Sync(ctx context.Context, c *config.Certificate) AgentOutcome {
 	if out.Changed {
 		err = a.e.reload(ctx, c)
 		if err == nil {
-			err = a.e.probeKey(ctx, c, key)
+			err = a.e.probeKey(ctx, c, key, served)
 		}
-	} else if err = a.e.probeKey(ctx, c, key); err != nil {
+	} else if err = a.e.probeKey(ctx, c, key, served); err != nil {
 		// Installed, but not served (a service restarted from an old
 		// configuration, a reload that was lost): reload once.
 		a.e.log.Warn("the installed set is not served; reloading", "cert", c.Name, "err", err)
 		if err = a.e.reload(ctx, c); err == nil {
-			err = a.e.probeKey(ctx, c, key)
+			err = a.e.probeKey(ctx, c, key, served)
 		}
 	}
 	if err != nil {

@@ -594,6 +594,19 @@ func TestFleetRenews(t *testing.T) {
 	if f.atRest() != second {
 		t.Errorf("a renew with nothing to do changed the key:\n%s", out)
 	}
+	// Each member reports what each of its endpoints serves.
+	for _, h := range f.hosts {
+		var r struct {
+			Endpoints map[string]string `json:"endpoints"`
+		}
+		if err := json.Unmarshal(f.etcdGet("certs/mail/reports/"+h.name), &r); err != nil {
+			t.Fatal(err)
+		}
+		ep := "smtp://mail.example.test:" + f.port + "?connect=" + h.addr
+		if len(r.Endpoints) != 1 || r.Endpoints[ep] != second {
+			t.Errorf("%s reports %v, want %s serving %.12s", h.name, r.Endpoints, ep, second)
+		}
+	}
 	status := f.mustRun(f.hosts[0], "status")
 	t.Logf("status on host1:\n%s", status)
 	for _, h := range f.hosts {
