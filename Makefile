@@ -42,7 +42,8 @@ bench: test-deps
 # target that finds something and leaves the input in its corpus.
 FUZZTIME ?= 10m
 FUZZ = ./config:FuzzParse ./rollover:FuzzJournal ./dane:FuzzParseTLSA ./dane:FuzzReadPEM \
-	./dane:FuzzConfirmerAnswers ./services:FuzzProbeDialogue ./certbot:FuzzRenewalConf
+	./dane:FuzzConfirmerAnswers ./services:FuzzProbeDialogue ./certbot:FuzzRenewalConf \
+	./fleetkey:FuzzOpen ./etcdstore:FuzzRecords
 fuzz:
 	@for t in $(FUZZ); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
