@@ -141,7 +141,7 @@ func (s *Store) first(ctx context.Context, m *mutex) (bool, error) {
 		return false, err
 	}
 	if !resp.Succeeded {
-		return false, fmt.Errorf("this run's lease expired while it waited")
+		return false, errors.New("this run's lease expired while it waited")
 	}
 	if len(resp.Responses) != 1 || resp.Responses[0].Range == nil || len(resp.Responses[0].Range.Kvs) != 1 {
 		return false, errors.New("an answer without the lock's keys")
