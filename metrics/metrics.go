@@ -64,6 +64,10 @@ var (
 		"1 when every authoritative server serves the served key's records at every TLSA name, else 0.", "gauge", "certificate"}
 	StaleRecords = Family{"daneroll_tlsa_stale_records",
 		"Stale TLSA records (keys daneroll will not serve) at the certificate's names.", "gauge", "certificate"}
+	MemberServing = Family{"daneroll_fleet_member_serving",
+		"Fleet mode: 1 when the member's last report says its endpoints serve the fleet's live set, else 0.", "gauge", "certificate"}
+	AgentRunning = Family{"daneroll_fleet_agent_running",
+		"Fleet mode: 1 while the member's daneroll agent runs, else 0.", "gauge", "certificate"}
 	RunDuration = Family{"daneroll_run_duration_seconds",
 		"How long the last run of the command took.", "gauge", "command"}
 	RunSuccess = Family{"daneroll_run_success",
@@ -73,7 +77,7 @@ var (
 )
 
 var families = []Family{Expiry, LastSuccess, LastFailure, Pending, PendingSince, RecordServers, OwnerServers,
-	ServedKeyPublished, StaleRecords, RunDuration, RunSuccess, RunTime}
+	ServedKeyPublished, StaleRecords, MemberServing, AgentRunning, RunDuration, RunSuccess, RunTime}
 
 func familyNamed(name string) (Family, bool) {
 	for _, f := range families {

@@ -56,6 +56,7 @@ type MemberStatus struct {
 // memberStatus reads the members' reports of c; attention lists the
 // members that failed or lag behind the live set.
 func (e *Engine) memberStatus(ctx context.Context, c *config.Certificate, f Fleet, st *State) (out []MemberStatus, attention []string, err error) {
+	out = []MemberStatus{} // not nil: fleet mode, even with no member
 	members, err := f.Members(ctx, c.Name)
 	if err != nil {
 		return nil, nil, err

@@ -39,6 +39,15 @@ func Metrics(r Run) *metrics.Set {
 			set.Add(metrics.Pending, 0, cert...)
 			set.Replaces(metrics.PendingSince, s.Name)
 		}
+		if s.Members != nil {
+			set.Replaces(metrics.MemberServing, s.Name)
+			set.Replaces(metrics.AgentRunning, s.Name)
+			for _, m := range s.Members {
+				member := []string{"certificate", s.Name, "host", m.Host}
+				set.Bool(metrics.MemberServing, m.OK && m.Current, member...)
+				set.Bool(metrics.AgentRunning, m.Agent, member...)
+			}
+		}
 		if !r.WithDNS {
 			continue
 		}

@@ -57,6 +57,7 @@ type fleet struct {
 type fleetHost struct {
 	name, addr string
 	cfg, state string
+	metrics    string // [metrics] textfile
 	svc        *tlsservice.Server
 
 	mu    sync.Mutex // guards agent and log
@@ -117,6 +118,9 @@ func newFleet(t testing.TB, reportTimeout string) *fleet {
 	f.startServices(dir)
 	f.owner = "_" + f.port + "._tcp.mail.example.test."
 	for _, h := range f.hosts {
+		if err := os.MkdirAll(filepath.Dir(h.metrics), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		h.cfg = filepath.Join(dir, h.name+".toml")
 		if err := os.WriteFile(h.cfg, []byte(f.config(h, tsigFile, keyFile, reportTimeout)), 0o600); err != nil {
 			t.Fatal(err)
@@ -177,6 +181,7 @@ func (f *fleet) startServices(dir string) {
 		for i := range fleetHosts {
 			h := &fleetHost{name: fmt.Sprintf("host%d", i+1), addr: fmt.Sprintf("127.0.0.%d", i+2), log: &syncBuffer{}}
 			h.state = filepath.Join(dir, h.name, "state")
+			h.metrics = filepath.Join(dir, h.name, "daneroll.prom")
 			h.svc, err = tlsservice.Start(tlsservice.Options{
 				Addr:     net.JoinHostPort(h.addr, port),
 				LiveDir:  filepath.Join(h.state, "live", "mail"),
@@ -248,6 +253,9 @@ host = %q
 lock_ttl = "5s"
 report_timeout = %q
 
+[metrics]
+textfile = %q
+
 [[certificate]]
 name = "mail"
 domains = ["mail.example.test"]
@@ -265,7 +273,7 @@ probe = ["smtp://mail.example.test:%s?connect=%s"]
 `, h.name, fleetHosts, h.state, f.lb.Pebble.Directory, f.lb.Pebble.RootsFile, f.lb.Resolver.Addr(),
 		f.lb.DNS.Primary(), loopback.TSIGKey, tsigFile, quoteList(ns),
 		quoteList(f.etcd.Endpoints), f.etcd.CAFile, f.etcd.ClientCertFile, f.etcd.ClientKeyFile, keyFile, h.name, reportTimeout,
-		f.port, os.Getpid(), f.port, h.addr)
+		h.metrics, f.port, os.Getpid(), f.port, h.addr)
 }
 
 func quoteList(ss []string) string {
@@ -609,6 +617,14 @@ func TestFleetRenews(t *testing.T) {
 	}
 	status := f.mustRun(f.hosts[0], "status")
 	t.Logf("status on host1:\n%s", status)
+	prom, _ := os.ReadFile(f.hosts[0].metrics)
+	for _, h := range f.hosts {
+		for _, want := range []string{`daneroll_fleet_member_serving{certificate="mail",host="` + h.name + `"} 1`, `daneroll_fleet_agent_running{certificate="mail",host="` + h.name + `"} 1`} {
+			if !strings.Contains(string(prom), want+"\n") {
+				t.Errorf("host1's metrics lack %s:\n%s", want, prom)
+			}
+		}
+	}
 	for _, h := range f.hosts {
 		if want := fmt.Sprintf("%s: serves set 0002, key %.16s…", h.name, second); !strings.Contains(status, want) {
 			t.Errorf("status does not say %q:\n%s", want, status)
@@ -721,6 +737,9 @@ func TestFleetSilentMember(t *testing.T) {
 	st := f.run(f.hosts[1], "", "status")
 	if st.code != 2 || !strings.Contains(st.out, "the agent of member host3 is not running") || !strings.Contains(st.out, "host3: serves set 0001") {
 		t.Errorf("status after the rollback (exit %d) does not point at host3's agent:\n%s", st.code, st.out)
+	}
+	if prom, _ := os.ReadFile(f.hosts[1].metrics); !strings.Contains(string(prom), `daneroll_fleet_agent_running{certificate="mail",host="host3"} 0`+"\n") {
+		t.Errorf("host2's metrics do not say host3's agent is stopped:\n%s", prom)
 	}
 	published := f.published()
 	if len(published) != 2 || !slices.Contains(published, old) {
