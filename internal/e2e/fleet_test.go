@@ -630,6 +630,13 @@ func TestFleetRenews(t *testing.T) {
 			t.Errorf("status does not say %q:\n%s", want, status)
 		}
 	}
+	// tlsa and check read the fleet's state like status does.
+	if out := f.mustRun(f.hosts[2], "tlsa"); !strings.Contains(out, "3 1 1 "+second) || strings.Contains(out, first) {
+		t.Errorf("tlsa on host3 does not give the live key's record (and only it):\n%s", out)
+	}
+	if out := f.mustRun(f.hosts[1], "check"); !strings.Contains(out, "PASS") {
+		t.Errorf("check on host2:\n%s", out)
+	}
 	n, _ := f.probe.result()
 	t.Logf("DANE prober: %d checks, none failed; keys %.12s then %.12s", n, first, second)
 }
