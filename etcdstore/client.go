@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -376,4 +377,73 @@ func (c *client) revoke(ctx context.Context, id int64) error {
 	return c.call(ctx, "/v3/lease/revoke", struct {
 		ID i64 `json:"ID"`
 	}{i64(id)}, &resp)
+}
+
+// maxWatchMessage bounds one message of a watch stream.
+const maxWatchMessage = 1 << 20
+
+// watch streams the changes of the keys under pfx, from revision from on
+// (0: from now), from the endpoint that answered last, calling each with a
+// changed key and its new revision,
+// until ctx ends or the stream breaks (a member going down, compaction):
+// it returns why. The gateway writes one JSON message a line.
+func (c *client) watch(ctx context.Context, pfx string, from int64, each func(key string, rev int64)) error {
+	create := map[string]any{"key": []byte(pfx), "range_end": prefixEnd(pfx)}
+	if from > 0 {
+		create["start_revision"] = i64(from)
+	}
+	body, err := json.Marshal(map[string]any{"create_request": create})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	ep := c.endpoints[c.next]
+	c.mu.Unlock()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, ep+"/v3/watch", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hresp, err := c.hc.Do(hreq)
+	if err != nil {
+		return err
+	}
+	defer hresp.Body.Close()
+	if hresp.StatusCode != http.StatusOK {
+		return &apiError{Status: hresp.StatusCode}
+	}
+	sc := bufio.NewScanner(hresp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxWatchMessage)
+	for sc.Scan() {
+		var msg struct {
+			Result *struct {
+				Created  bool `json:"created"`
+				Canceled bool `json:"canceled"`
+				Events   []struct {
+					Type string `json:"type"`
+					Kv   kv     `json:"kv"`
+				} `json:"events"`
+				CancelReason string `json:"cancel_reason"`
+			} `json:"result"`
+			Error *apiError `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
+			return fmt.Errorf("watch: %w", err)
+		}
+		switch {
+		case msg.Error != nil:
+			return msg.Error
+		case msg.Result == nil:
+			return errors.New("watch: a message without a result")
+		case msg.Result.Canceled:
+			return fmt.Errorf("watch canceled: %s", clean(msg.Result.CancelReason, 200))
+		}
+		for _, ev := range msg.Result.Events {
+			each(string(ev.Kv.Key), int64(ev.Kv.ModRevision))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	return errors.New("watch: the stream ended")
 }

@@ -1158,6 +1158,27 @@ func testWatchLive(t *testing.T, f *fixture) {
 	if err := agent.WatchLive(t.Context(), []string{"../mail"}, every, func(string) {}); err == nil {
 		t.Error("WatchLive with a bad name: no error")
 	}
+
+	// With a look an hour apart, only etcd's watch stream can tell of a
+	// switch within seconds.
+	streamed := make(chan string, 8)
+	sctx, scancel := context.WithCancel(t.Context())
+	defer scancel()
+	go func() {
+		_ = agent.WatchLive(sctx, []string{"www"}, time.Hour, func(name string) { streamed <- name })
+	}()
+	time.Sleep(500 * time.Millisecond) // its first look
+	if err := co.Switch("www", "0002"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-streamed:
+		if name != "www" {
+			t.Errorf("the stream reported %s, want www", name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the watch stream did not report the switch of www")
+	}
 }
 
 func testAlive(t *testing.T, f *fixture) {

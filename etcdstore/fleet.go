@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/daneroll/daneroll/store"
@@ -432,19 +434,39 @@ func (s *Store) IsAlive(ctx context.Context, host string) (bool, error) {
 }
 
 // WatchLive calls changed with a certificate's name whenever its live set
-// changes, looking every interval, until ctx ends. A look that fails is
-// logged and tried again at the next: the agent's resync covers the gap.
-// Polling (one small request an interval) rather than etcd's watch keeps
-// daneroll on plain HTTP.
+// changes, until ctx ends. It follows etcd's watch stream, which says at
+// once, and also looks every interval, which catches what a broken stream
+// missed; a look that fails is logged and tried again at the next.
 func (s *Store) WatchLive(ctx context.Context, names []string, every time.Duration, changed func(name string)) error {
-	seen := map[string]int64{}
+	want := map[string]bool{}
 	for _, name := range names {
 		if err := store.CheckName(name); err != nil {
 			return err
 		}
+		want[name] = true
 	}
-	first := true
-	for {
+	var mu sync.Mutex // guards seen
+	// seen is the newest revision of each live key heard of: revisions
+	// only grow, so an older one (a look that began before the stream
+	// told of the change) is no news.
+	seen := map[string]int64{}
+	saw := func(name string, rev int64, first bool) {
+		mu.Lock()
+		old, ok := seen[name]
+		news := rev > old && (ok || !first)
+		if rev > old || !ok {
+			seen[name] = rev
+		}
+		mu.Unlock()
+		if news {
+			changed(name)
+		}
+	}
+	pfx := s.prefix + "certs/"
+	// polled is the revision of the last look: the stream starts after
+	// it, so that no change falls between the two.
+	var polled atomic.Int64
+	look := func(first bool) {
 		for start := 0; start < len(names); start += maxOps {
 			batch := names[start:min(start+maxOps, len(names))]
 			ops := make([]op, len(batch))
@@ -455,29 +477,57 @@ func (s *Store) WatchLive(ctx context.Context, names []string, every time.Durati
 			resp, err := s.cli.txn(rctx, nil, ops, nil)
 			cancel()
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return
 			}
 			if err != nil || len(resp.Responses) != len(batch) {
 				s.log.Warn("looking for changes of the fleet's live sets", "err", err)
-				break
+				return
+			}
+			if rev := int64(resp.Header.Revision); rev > polled.Load() {
+				polled.Store(rev)
 			}
 			for i, name := range batch {
 				var rev int64
 				if r := resp.Responses[i].Range; r != nil && len(r.Kvs) == 1 {
 					rev = int64(r.Kvs[0].ModRevision)
 				}
-				if old, ok := seen[name]; (ok || !first) && old != rev {
-					changed(name)
-				}
-				seen[name] = rev
+				saw(name, rev, first)
 			}
 		}
-		first = false
+	}
+	look(true)
+	streamed := make(chan struct{})
+	go func() {
+		defer close(streamed)
+		for ctx.Err() == nil {
+			from := polled.Load()
+			if from > 0 {
+				from++
+			}
+			err := s.cli.watch(ctx, pfx, from, func(key string, rev int64) {
+				name, rest, ok := strings.Cut(strings.TrimPrefix(key, pfx), "/")
+				if ok && rest == "live" && want[name] {
+					saw(name, rev, false)
+				}
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Debug("the watch of the fleet's live sets broke; polling meanwhile", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * every):
+			}
+		}
+	}()
+	defer func() { <-streamed }()
+	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(every):
 		}
+		look(false)
 	}
 }
 
