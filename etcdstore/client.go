@@ -379,8 +379,10 @@ func (c *client) revoke(ctx context.Context, id int64) error {
 	}{i64(id)}, &resp)
 }
 
-// maxWatchMessage bounds one message of a watch stream.
-const maxWatchMessage = 1 << 20
+// maxWatchMessage bounds one message of a watch stream: the changes of
+// one etcd transaction, which etcd bounds at 1.5 MiB (--max-request-bytes),
+// in base64 and JSON.
+const maxWatchMessage = 4 << 20
 
 // watch streams the changes of the keys under pfx, from revision from on
 // (0: from now), from the endpoint that answered last, calling each with a
