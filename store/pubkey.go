@@ -22,13 +22,7 @@ import (
 // deciding what is due reads every certificate's keys on every run, and an
 // EC scalar multiplication per key is most of that run's time.
 func (s *Store) ReadPublicKey(name, slot string) (crypto.PublicKey, error) {
-	if err := validName(name); err != nil {
-		return nil, err
-	}
-	if err := s.checkDirs(filepath.Join("keys", name)); err != nil {
-		return nil, err
-	}
-	data, err := ReadPrivate(s.KeyPath(name, slot))
+	data, err := s.readKeyFile(name, slot)
 	if err != nil {
 		return nil, err
 	}

@@ -103,17 +103,23 @@ func (s *Store) KeyPath(name, slot string) string {
 	return s.path("keys", name, slot+".pem")
 }
 
-// ReadKey reads a key slot. A missing key gives an error that matches
-// os.ErrNotExist; a key file that is a symlink, is not owned by the
-// effective user or is readable by others is refused.
-func (s *Store) ReadKey(name, slot string) (crypto.Signer, error) {
+// readKeyFile reads a key slot's file, after checking the name and the
+// directories on the way.
+func (s *Store) readKeyFile(name, slot string) ([]byte, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
 	if err := s.checkDirs(filepath.Join("keys", name)); err != nil {
 		return nil, err
 	}
-	data, err := ReadPrivate(s.KeyPath(name, slot))
+	return ReadPrivate(s.KeyPath(name, slot))
+}
+
+// ReadKey reads a key slot. A missing key gives an error that matches
+// os.ErrNotExist; a key file that is a symlink, is not owned by the
+// effective user or is readable by others is refused.
+func (s *Store) ReadKey(name, slot string) (crypto.Signer, error) {
+	data, err := s.readKeyFile(name, slot)
 	if err != nil {
 		return nil, err
 	}
