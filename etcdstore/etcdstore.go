@@ -43,7 +43,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -499,11 +498,7 @@ func (s *Store) Sets(name string) ([]string, error) {
 			ids = append(ids, id)
 		}
 	}
-	slices.SortFunc(ids, func(a, b string) int {
-		x, _ := strconv.Atoi(a)
-		y, _ := strconv.Atoi(b)
-		return x - y
-	})
+	store.SortSetIDs(ids)
 	return ids, nil
 }
 
@@ -517,12 +512,7 @@ func (s *Store) Install(name string, set *store.Set) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		next := 1
-		if len(ids) > 0 {
-			last, _ := strconv.Atoi(ids[len(ids)-1])
-			next = last + 1
-		}
-		id := fmt.Sprintf("%04d", next)
+		id := store.NextSetID(ids)
 		k := s.setKey(name, id)
 		sealed, err := s.key.Seal(k, set.Key)
 		if err != nil {

@@ -423,11 +423,8 @@ func (a *Agent) Sync(ctx context.Context, c *config.Certificate) AgentOutcome {
 		return fail(err)
 	}
 	if c.KeepSets > 0 {
-		live, _ := a.local.Live(c.Name)
-		protect := []string{}
-		if live != nil {
-			protect = append(protect, live.ID)
-		}
+		// The live set is never pruned; the previous one is kept too.
+		var protect []string
 		if prev != nil {
 			protect = append(protect, prev.ID)
 		}

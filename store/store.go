@@ -13,8 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -298,12 +296,7 @@ func (s *Store) Install(name string, set *Set) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	next := 1
-	if len(ids) > 0 {
-		last, _ := strconv.Atoi(ids[len(ids)-1])
-		next = last + 1
-	}
-	id := fmt.Sprintf("%04d", next)
+	id := NextSetID(ids)
 	tmp, err := os.MkdirTemp(adir, ".new-")
 	if err != nil {
 		return "", err
@@ -356,12 +349,7 @@ func (s *Store) Sets(name string) ([]string, error) {
 			ids = append(ids, e.Name())
 		}
 	}
-	// Numerically: "10000" comes after "9999".
-	sort.Slice(ids, func(i, j int) bool {
-		a, _ := strconv.Atoi(ids[i])
-		b, _ := strconv.Atoi(ids[j])
-		return a < b
-	})
+	SortSetIDs(ids)
 	return ids, nil
 }
 

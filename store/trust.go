@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,6 +147,25 @@ var setID = regexp.MustCompile(`^[0-9]{1,9}$`)
 // ValidSetID reports whether id is an archive set ID daneroll could have
 // made. IDs read from the journal or a link go into paths: nothing else may.
 func ValidSetID(id string) bool { return setID.MatchString(id) }
+
+// SortSetIDs sorts valid set IDs numerically: "10000" comes after "9999".
+func SortSetIDs(ids []string) {
+	sort.Slice(ids, func(i, j int) bool {
+		a, _ := strconv.Atoi(ids[i])
+		b, _ := strconv.Atoi(ids[j])
+		return a < b
+	})
+}
+
+// NextSetID is the ID after the last of ids, sorted: "0001" for none.
+func NextSetID(ids []string) string {
+	next := 1
+	if len(ids) > 0 {
+		last, _ := strconv.Atoi(ids[len(ids)-1])
+		next = last + 1
+	}
+	return fmt.Sprintf("%04d", next)
+}
 
 // CheckName refuses a certificate name that could leave its directory, or
 // its etcd key.
