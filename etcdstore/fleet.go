@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/daneroll/daneroll/internal/oneline"
 	"github.com/daneroll/daneroll/store"
 )
 
@@ -62,16 +63,11 @@ const (
 	maxReportError = 1 << 10
 )
 
-// clean makes text from etcd safe to print on one line: control
-// characters go, and it is cut at limit bytes.
+// clean makes text from etcd safe to print on one line (oneline.Clean),
+// and keeps it to limit bytes, whatever its runes.
 func clean(text string, limit int) string {
-	text = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(text, "?"))
-	if len(text) > limit {
+	text = oneline.Clean(text, limit)
+	if len(text) > limit+len("…") {
 		text = strings.ToValidUTF8(text[:limit], "") + "…"
 	}
 	return text

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/daneroll/daneroll/internal/oneline"
 )
 
 const (
@@ -89,7 +91,7 @@ func (r *ProbeResult) describe() string {
 		name = leaf.DNSNames[0]
 	}
 	return fmt.Sprintf("%s served a leaf for %q with SPKI SHA-256 %s, not after %s",
-		r.Addr, clean(name, 100), r.LeafSPKI(), leaf.NotAfter.UTC().Format(time.RFC3339))
+		r.Addr, oneline.Clean(name, 100), r.LeafSPKI(), leaf.NotAfter.UTC().Format(time.RFC3339))
 }
 
 // ProbeError is the error of Probe and ProbeUntil. Its message is one line:
@@ -408,7 +410,7 @@ type smtpReply struct {
 // String shows the reply on one line, as the server put it: "454 4.7.0 TLS
 // not available".
 func (r smtpReply) String() string {
-	return clean(fmt.Sprintf("%d %s", r.code, strings.Join(r.lines, " / ")), 300)
+	return oneline.Clean(fmt.Sprintf("%d %s", r.code, strings.Join(r.lines, " / ")), 300)
 }
 
 func (s *session) readSMTPReply(waitingFor string) (smtpReply, error) {
@@ -517,7 +519,7 @@ func (s *session) imap() error {
 	case !strings.HasPrefix(greet, "* "):
 		return failf("malformed IMAP greeting %s", quote(greet))
 	case strings.EqualFold(kind, "BYE"):
-		return failf("greeting refused: %s", clean(greet, 300))
+		return failf("greeting refused: %s", oneline.Clean(greet, 300))
 	case strings.EqualFold(kind, "PREAUTH"):
 		return failf("server greeted with PREAUTH, after which STARTTLS is not possible")
 	case !strings.EqualFold(kind, "OK"):
@@ -564,7 +566,7 @@ func (s *session) imap() error {
 // imapRefusal shows a tagged answer other than OK: its status and text,
 // both from the server, so both cleaned.
 func imapRefusal(status, text string) string {
-	return clean(strings.TrimSpace(status+" "+text), 200)
+	return oneline.Clean(strings.TrimSpace(status+" "+text), 200)
 }
 
 func contains(list []string, word string) bool {
@@ -584,7 +586,7 @@ func (s *session) pop3() error {
 	}
 	if !strings.HasPrefix(greet, "+OK") {
 		if strings.HasPrefix(greet, "-ERR") {
-			return failf("greeting refused: %s", clean(greet, 300))
+			return failf("greeting refused: %s", oneline.Clean(greet, 300))
 		}
 		return failf("malformed POP3 greeting %s", quote(greet))
 	}
@@ -627,7 +629,7 @@ func (s *session) pop3() error {
 		return err
 	}
 	if !strings.HasPrefix(line, "+OK") {
-		return failf("STLS refused: %s", clean(line, 300))
+		return failf("STLS refused: %s", oneline.Clean(line, 300))
 	}
 	return nil
 }

@@ -14,7 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
+
+	"github.com/daneroll/daneroll/internal/oneline"
 )
 
 // DefaultReloadTimeout applies when Reload is given no timeout.
@@ -277,7 +278,7 @@ func outputGist(output string) string {
 	for !isSaid(lines[last]) {
 		last--
 	}
-	head, tail := clean(lines[first], gistLine), clean(lines[last], gistLine)
+	head, tail := oneline.Clean(lines[first], gistLine), oneline.Clean(lines[last], gistLine)
 	switch {
 	case first == last || head == tail:
 		return head
@@ -327,31 +328,4 @@ func needsQuote(r rune) bool {
 		return false
 	}
 	return true
-}
-
-// clean makes text from a command or a remote server safe to put in a
-// one-line message: control characters (terminal escapes included), Unicode
-// line and paragraph separators and format characters (bidirectional
-// overrides, which can make a message read backwards) become '?', invalid
-// UTF-8 is replaced, and the result is cut at max runes.
-func clean(s string, max int) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		if n == max {
-			b.WriteString("…")
-			break
-		}
-		if unsafeRune(r) {
-			r = '?'
-		}
-		b.WriteRune(r)
-		n++
-	}
-	return b.String()
-}
-
-// unsafeRune reports whether r does not belong in a one-line message.
-func unsafeRune(r rune) bool {
-	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/daneroll/daneroll/internal/oneline"
 )
 
 // A DANE client (postfix with smtp_dns_support_level = dane) finds the
@@ -70,7 +72,7 @@ func (e *resolveError) Unwrap() error { return e.err }
 // NXDOMAIN is an error, as is no address at all.
 func Resolve(ctx context.Context, resolver, host string) (addrs []netip.Addr, secure bool, err error) {
 	fail := func(reason string, err error) ([]netip.Addr, bool, error) {
-		return nil, false, &resolveError{host: clean(host, 100), resolver: clean(resolver, 100), reason: reason, err: err}
+		return nil, false, &resolveError{host: oneline.Clean(host, 100), resolver: oneline.Clean(resolver, 100), reason: reason, err: err}
 	}
 	name, err := normalizeHost(host)
 	if err != nil {
@@ -248,7 +250,7 @@ func exchangeFailure(err error) string {
 	if errors.As(err, &opErr) && opErr.Err != nil {
 		err = opErr.Err
 	}
-	return clean(err.Error(), 200)
+	return oneline.Clean(err.Error(), 200)
 }
 
 // checkReply returns why r is not an answer to q, or "".
@@ -265,7 +267,7 @@ func checkReply(q, r *dns.Msg) string {
 		return fmt.Sprintf("%d questions", len(r.Question))
 	case !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) ||
 		r.Question[0].Qtype != q.Question[0].Qtype || r.Question[0].Qclass != q.Question[0].Qclass:
-		return "answers another question: " + clean(r.Question[0].Name, 100) + " " + dns.TypeToString[r.Question[0].Qtype]
+		return "answers another question: " + oneline.Clean(r.Question[0].Name, 100) + " " + dns.TypeToString[r.Question[0].Qtype]
 	case len(r.Answer) > maxAnswerRRs:
 		return fmt.Sprintf("%d records, more than %d", len(r.Answer), maxAnswerRRs)
 	}
@@ -289,7 +291,7 @@ func followCNAMEs(answer []dns.RR, name string) (owner, reason string) {
 		case len(next) == 0:
 			return owner, ""
 		case len(next) > 1:
-			return "", fmt.Sprintf("malformed answer: %d CNAMEs at %s", len(next), clean(owner, 100))
+			return "", fmt.Sprintf("malformed answer: %d CNAMEs at %s", len(next), oneline.Clean(owner, 100))
 		case hops == maxCNAMEs:
 			return "", fmt.Sprintf("CNAME chain longer than %d (a loop?)", maxCNAMEs)
 		}
@@ -325,7 +327,7 @@ func extendedError(r *dns.Msg) string {
 		if ede.ExtraText != "" {
 			s += ": " + ede.ExtraText
 		}
-		return " (" + clean(s, 150) + ")"
+		return " (" + oneline.Clean(s, 150) + ")"
 	}
 	return ""
 }
@@ -436,5 +438,5 @@ func dialFailure(err error) string {
 	if errors.As(err, &opErr) && opErr.Err != nil {
 		err = opErr.Err
 	}
-	return clean(err.Error(), 100)
+	return oneline.Clean(err.Error(), 100)
 }
