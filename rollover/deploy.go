@@ -210,10 +210,7 @@ func (e *Engine) probeKey(ctx context.Context, c *config.Certificate, k *KeyInfo
 				if records == nil {
 					return nil
 				}
-				if _, err := dane.Verify(records, chain, dane.VerifyOptions{Names: []string{ep.Host}, SMTP: isSMTP(ep.Scheme), Now: e.clock.Now()}); err != nil {
-					return fmt.Errorf("the TLSA records a DANE client finds at %s: %w", strings.TrimSuffix(ep.TLSAOwner(), "."), err)
-				}
-				return nil
+				return e.matchClient(ep, records, chain)
 			}
 			e.rep.Progress(c.Name, "verify", "probing "+endpoint)
 			if err := e.opts.Probe(ctx, endpoint, accept); err != nil {
@@ -232,6 +229,15 @@ func (e *Engine) probeKey(ctx context.Context, c *config.Certificate, k *KeyInfo
 		e.rep.Progress(c.Name, "verify", fmt.Sprintf("%d endpoint(s) serve key %s and match the TLSA records the resolver returns for them", probes, short(want)))
 	default:
 		e.rep.Progress(c.Name, "verify", fmt.Sprintf("%d endpoint(s) serve key %s", probes, short(want)))
+	}
+	return nil
+}
+
+// matchClient judges chain as a DANE client of ep does, by records, the
+// TLSA records it finds (clientRecords).
+func (e *Engine) matchClient(ep services.Endpoint, records []dane.TLSA, chain []*x509.Certificate) error {
+	if _, err := dane.Verify(records, chain, dane.VerifyOptions{Names: []string{ep.Host}, SMTP: isSMTP(ep.Scheme), Now: e.clock.Now()}); err != nil {
+		return fmt.Errorf("the TLSA records a DANE client finds at %s: %w", strings.TrimSuffix(ep.TLSAOwner(), "."), err)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/daneroll/daneroll/config"
-	"github.com/daneroll/daneroll/dane"
 	"github.com/daneroll/daneroll/etcdstore"
 	"github.com/daneroll/daneroll/services"
 	"github.com/daneroll/daneroll/store"
@@ -500,8 +499,8 @@ func (e *Engine) matchesRecords(ctx context.Context, c *config.Certificate, set 
 			if err != nil {
 				return fmt.Errorf("%s (service %s): %w", endpoint, name, err)
 			}
-			if _, err := dane.Verify(records, chain, dane.VerifyOptions{Names: []string{ep.Host}, SMTP: isSMTP(ep.Scheme), Now: e.clock.Now()}); err != nil {
-				return fmt.Errorf("set %s does not match the TLSA records a DANE client finds at %s: %w", set.ID, strings.TrimSuffix(ep.TLSAOwner(), "."), err)
+			if err := e.matchClient(ep, records, chain); err != nil {
+				return fmt.Errorf("set %s does not match %w", set.ID, err)
 			}
 		}
 	}
