@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,6 +48,9 @@ type fleet struct {
 	owner string // _PORT._tcp.mail.example.test.
 	// keyFile is the fleet key.
 	keyFile string
+	// gateway reaches etcd's JSON gateway with the rig's client
+	// certificate.
+	gateway *http.Client
 	hosts   []*fleetHost
 	start   time.Time
 	probe   *fleetProber
@@ -95,6 +97,9 @@ func newFleet(t testing.TB, reportTimeout string) *fleet {
 	}
 	f := &fleet{t: t}
 	f.etcd = rig.StartEtcd(t, rig.EtcdOptions{Members: 3})
+	tr := &http.Transport{TLSClientConfig: f.etcd.TLSConfig()}
+	t.Cleanup(tr.CloseIdleConnections)
+	f.gateway = &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	var records []string
 	for i := range fleetHosts {
 		records = append(records, fmt.Sprintf("mail 60 IN A 127.0.0.%d", i+2))
@@ -271,17 +276,9 @@ reload = ["kill", "-HUP", "%d"]
 reload_timeout = "10s"
 probe = ["smtp://mail.example.test:%s?connect=%s"]
 `, h.name, fleetHosts, h.state, f.lb.Pebble.Directory, f.lb.Pebble.RootsFile, f.lb.Resolver.Addr(),
-		f.lb.DNS.Primary(), loopback.TSIGKey, tsigFile, quoteList(ns),
-		quoteList(f.etcd.Endpoints), f.etcd.CAFile, f.etcd.ClientCertFile, f.etcd.ClientKeyFile, keyFile, h.name, reportTimeout,
+		f.lb.DNS.Primary(), loopback.TSIGKey, tsigFile, loopback.QuoteAll(ns),
+		loopback.QuoteAll(f.etcd.Endpoints), f.etcd.CAFile, f.etcd.ClientCertFile, f.etcd.ClientKeyFile, keyFile, h.name, reportTimeout,
 		h.metrics, f.port, os.Getpid(), f.port, h.addr)
-}
-
-func quoteList(ss []string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = strconv.Quote(s)
-	}
-	return strings.Join(q, ", ")
 }
 
 // startAgent runs host h's daneroll agent until stopAgent or the test's
@@ -365,7 +362,7 @@ func (f *fleet) etcdGet(key string) []byte {
 	body, _ := json.Marshal(map[string][]byte{"key": []byte("/daneroll/" + key)})
 	for _, ep := range f.etcd.Endpoints {
 		req, _ := http.NewRequest(http.MethodPost, ep+"/v3/kv/range", bytes.NewReader(body))
-		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.etcd.TLSConfig()}}).Do(req)
+		resp, err := f.gateway.Do(req)
 		if err != nil {
 			continue
 		}
@@ -394,7 +391,7 @@ func (f *fleet) etcdPut(key string, value []byte) {
 	f.t.Helper()
 	body, _ := json.Marshal(map[string][]byte{"key": []byte("/daneroll/" + key), "value": value})
 	req, _ := http.NewRequest(http.MethodPost, f.etcd.Endpoints[0]+"/v3/kv/put", bytes.NewReader(body))
-	resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.etcd.TLSConfig()}}).Do(req)
+	resp, err := f.gateway.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ tsig_algorithm = "hmac-sha256"
 tsig_secret_file = %q
 nameservers = [%s]
 `, w.StateDir, o.TopLevel, w.Pebble.Directory, w.Pebble.RootsFile, w.Resolver.Addr(),
-		PublisherRFC2136, w.DNS.Primary(), TSIGKey, w.TSIGSecretFile, quoteAll(ns))
+		PublisherRFC2136, w.DNS.Primary(), TSIGKey, w.TSIGSecretFile, QuoteAll(ns))
 	if w.Mirror != nil {
 		tokenFile := filepath.Join(w.Dir, "cloudflare.token")
 		if err := os.WriteFile(tokenFile, []byte(w.CloudflareToken+"\n"), 0o600); err != nil {
@@ -109,7 +109,7 @@ type = "cloudflare"
 api_token_file = %q
 api_url = %q
 nameservers = [%s]
-`, PublisherCloudflare, tokenFile, w.Cloudflare.URL, quoteAll(ns))
+`, PublisherCloudflare, tokenFile, w.Cloudflare.URL, QuoteAll(ns))
 	}
 	for _, c := range o.Certificates {
 		if c.Name == "" {
@@ -147,7 +147,7 @@ key_policy = %q
 tlsa = [%s]
 tlsa_ttl = %d
 services = [%s]
-%s`, c.Name, quoteAll(c.Domains), c.Publisher, c.Policy, quoteAll(owners), c.TTL, quoteAll(services), c.Extra)
+%s`, c.Name, QuoteAll(c.Domains), c.Publisher, c.Policy, QuoteAll(owners), c.TTL, QuoteAll(services), c.Extra)
 	}
 	for _, s := range w.Services {
 		fmt.Fprintf(&b, `
@@ -155,7 +155,7 @@ services = [%s]
 reload = [%s]
 reload_timeout = "10s"
 probe = [%q]
-`, s.Name, quoteAll(o.Reload), s.Endpoint())
+`, s.Name, QuoteAll(o.Reload), s.Endpoint())
 	}
 	w.ConfigFile = filepath.Join(w.Dir, "daneroll.toml")
 	if err := os.WriteFile(w.ConfigFile, []byte(b.String()), 0o600); err != nil {
@@ -166,7 +166,9 @@ probe = [%q]
 	return err
 }
 
-func quoteAll(ss []string) string {
+// QuoteAll quotes each of ss as TOML (and Go) does and joins them with
+// ", ", for an array in a configuration.
+func QuoteAll(ss []string) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {
 		q[i] = strconv.Quote(s)
