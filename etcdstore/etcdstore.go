@@ -152,9 +152,6 @@ func (s *Store) Close() error {
 // Host is this member's name.
 func (s *Store) Host() string { return s.host }
 
-// Prefix is where the fleet's keys start.
-func (s *Store) Prefix() string { return s.prefix }
-
 func (s *Store) certKey(name string, parts ...string) string {
 	return s.prefix + "certs/" + name + "/" + strings.Join(parts, "/")
 }
