@@ -418,15 +418,28 @@ func (s *Store) Alive(ctx context.Context) error {
 	}
 }
 
-// IsAlive reports whether host's agent runs.
-func (s *Store) IsAlive(ctx context.Context, host string) (bool, error) {
+// AliveHosts returns the members whose agent runs, in one request.
+func (s *Store) AliveHosts(ctx context.Context) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	n, err := s.cli.count(ctx, s.prefix+"hosts/"+host+"/alive")
+	pfx := s.prefix + "hosts/"
+	kvs, err := s.cli.list(ctx, pfx, true)
 	if err != nil {
-		return false, fmt.Errorf("etcd: %w", err)
+		return nil, fmt.Errorf("etcd: %w", err)
 	}
-	return n > 0, nil
+	alive := map[string]bool{}
+	for _, kv := range kvs {
+		if host, ok := strings.CutSuffix(strings.TrimPrefix(string(kv.Key), pfx), "/alive"); ok && validHost(host) == nil {
+			alive[host] = true
+		}
+	}
+	return alive, nil
+}
+
+// IsAlive reports whether host's agent runs.
+func (s *Store) IsAlive(ctx context.Context, host string) (bool, error) {
+	alive, err := s.AliveHosts(ctx)
+	return alive[host], err
 }
 
 // WatchLive calls changed with a certificate's name whenever its live set

@@ -29,8 +29,8 @@ type Fleet interface {
 	// last reported.
 	Members(ctx context.Context, name string) ([]etcdstore.Member, error)
 	Reports(ctx context.Context, name string) (map[string]etcdstore.Report, error)
-	// IsAlive reports whether host's agent runs.
-	IsAlive(ctx context.Context, host string) (bool, error)
+	// AliveHosts returns the members whose agent runs.
+	AliveHosts(ctx context.Context) (map[string]bool, error)
 }
 
 // MemberStatus is what a fleet member last reported for a certificate.
@@ -64,11 +64,12 @@ func (e *Engine) memberStatus(ctx context.Context, c *config.Certificate, f Flee
 	if err != nil {
 		return nil, nil, err
 	}
+	alive, err := f.AliveHosts(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, m := range members {
-		ms := MemberStatus{Host: m.Host, Endpoints: m.Endpoints}
-		if ms.Agent, err = f.IsAlive(ctx, m.Host); err != nil {
-			return nil, nil, err
-		}
+		ms := MemberStatus{Host: m.Host, Endpoints: m.Endpoints, Agent: alive[m.Host]}
 		if !ms.Agent {
 			attention = append(attention, fmt.Sprintf("the agent of member %s is not running: the next deploy waits for it, then rolls back (a member gone for good leaves with daneroll agent --leave --host %s)", m.Host, m.Host))
 		}
