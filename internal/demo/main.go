@@ -24,16 +24,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/daneroll/daneroll/internal/interrupt"
 	"github.com/daneroll/daneroll/internal/pebbletest"
 	"github.com/daneroll/daneroll/services"
 )
@@ -47,22 +46,7 @@ const (
 )
 
 func main() {
-	ctx, cancel := context.WithCancel(context.Background())
-	// Ctrl-C cancels the run, which then cleans up; further signals are
-	// caught too, so that a second Ctrl-C cannot leave a temporary
-	// directory behind half-way through the cleanup.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		first := true
-		for range sigs {
-			if first {
-				fmt.Fprintln(os.Stderr, "\ndemo: interrupted; stopping and cleaning up")
-				first = false
-			}
-			cancel()
-		}
-	}()
+	ctx, cancel := interrupt.Context("demo")
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	cancel()
 	os.Exit(code)

@@ -21,11 +21,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/daneroll/daneroll/internal/interrupt"
 )
 
 // Exit codes.
@@ -37,22 +37,7 @@ const (
 )
 
 func main() {
-	ctx, cancel := context.WithCancel(context.Background())
-	// Ctrl-C cancels the run, which then stops its children and cleans up;
-	// later signals are caught too, so that a second Ctrl-C cannot leave
-	// the temporary directory behind half-way through the cleanup.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		first := true
-		for range sigs {
-			if first {
-				fmt.Fprintln(os.Stderr, "\nsidebyside: interrupted; stopping and cleaning up")
-				first = false
-			}
-			cancel()
-		}
-	}()
+	ctx, cancel := interrupt.Context("sidebyside")
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	cancel()
 	os.Exit(code)
