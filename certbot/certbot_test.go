@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/daneroll/daneroll/internal/pebbletest"
+	"github.com/daneroll/daneroll/internal/rig"
 )
 
 var pebbleBin string
@@ -89,7 +90,7 @@ func certbotTree(t *testing.T) (dir string, s *sharedTree) {
 		t.Fatal(shared.err)
 	}
 	dir = filepath.Join(t.TempDir(), "letsencrypt")
-	if err := copyTree(shared.dir, dir); err != nil {
+	if err := rig.CopyTree(shared.dir, dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir, shared
@@ -126,7 +127,7 @@ func (s *sharedTree) build(bin string) error {
 	}
 	// certbot runs its hooks: through a systemctl that only logs, never
 	// this machine's.
-	if err := copyTree(filepath.Join("testdata", "fakehost"), filepath.Join(s.tmp, "host")); err != nil {
+	if err := rig.CopyTree(filepath.Join("testdata", "fakehost"), filepath.Join(s.tmp, "host")); err != nil {
 		return err
 	}
 	port := strconv.Itoa(s.httpPort)
@@ -171,37 +172,6 @@ func (s *sharedTree) certbot(ctx context.Context, bin string, pebble int, args .
 		return fmt.Errorf("certbot %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
-}
-
-// copyTree copies a directory with its modes and symlinks.
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case fi.IsDir():
-			return os.MkdirAll(target, fi.Mode().Perm())
-		default:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(target, data, fi.Mode().Perm())
-		}
-	})
 }
 
 // snapshot describes every path under dir: mode, and the SHA-256 of a

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/daneroll/daneroll/internal/rig"
 )
 
 // fakeHost copies testdata/fakehost: Debian's /etc/cron.d/certbot, a
@@ -16,7 +18,7 @@ import (
 func fakeHost(t *testing.T) (string, *Host) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "host")
-	if err := copyTree(filepath.Join("testdata", "fakehost"), dir); err != nil {
+	if err := rig.CopyTree(filepath.Join("testdata", "fakehost"), dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir, HostUnder(dir)

@@ -192,7 +192,7 @@ func startCloudflareWorld(t *testing.T, bins cfBins, policy string) *cfWorld {
 	// The host daneroll sees: certbot's timer and cron lines, and a
 	// systemctl whose "reload postfix" reloads the SMTP service.
 	w.host = filepath.Join(w.dir, "host")
-	if err := copyDir(bins.fakeHost, w.host); err != nil {
+	if err := rig.CopyTree(bins.fakeHost, w.host); err != nil {
 		t.Fatal(err)
 	}
 	systemctl := filepath.Join(w.host, "bin", "systemctl")
@@ -237,7 +237,7 @@ func startCloudflareWorld(t *testing.T, bins cfBins, policy string) *cfWorld {
 func (w *cfWorld) runCertbot(httpPort int) {
 	t := w.t
 	host := filepath.Join(w.dir, "certbot-host")
-	if err := copyDir(w.bins.fakeHost, host); err != nil {
+	if err := rig.CopyTree(w.bins.fakeHost, host); err != nil {
 		t.Fatal(err)
 	}
 	certbot := func(args ...string) {

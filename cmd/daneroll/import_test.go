@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -137,7 +136,7 @@ func startImportWorld(t *testing.T) *importWorld {
 
 	w := &importWorld{tree: filepath.Join(dir, "letsencrypt"), fakeHost: fakeHost, cluster: c}
 	host := filepath.Join(dir, "host")
-	if err := copyDir(fakeHost, host); err != nil {
+	if err := rig.CopyTree(fakeHost, host); err != nil {
 		t.Fatal(err)
 	}
 	webroot := filepath.Join(dir, "www")
@@ -227,11 +226,11 @@ func (w *importWorld) setup(env *testscript.Env) error {
 	if err := setupCommon(env); err != nil {
 		return err
 	}
-	if err := copyDir(w.tree, filepath.Join(env.WorkDir, "letsencrypt")); err != nil {
+	if err := rig.CopyTree(w.tree, filepath.Join(env.WorkDir, "letsencrypt")); err != nil {
 		return err
 	}
 	host := filepath.Join(env.WorkDir, "host")
-	if err := copyDir(w.fakeHost, host); err != nil {
+	if err := rig.CopyTree(w.fakeHost, host); err != nil {
 		return err
 	}
 	for k, v := range w.env {
@@ -254,37 +253,6 @@ func parseCertPEM(data []byte) (*x509.Certificate, error) {
 			return x509.ParseCertificate(b.Bytes)
 		}
 	}
-}
-
-// copyDir copies a directory with its modes and symlinks.
-func copyDir(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case fi.IsDir():
-			return os.MkdirAll(target, fi.Mode().Perm())
-		default:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(target, data, fi.Mode().Perm())
-		}
-	})
 }
 
 func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {

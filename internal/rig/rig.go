@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -324,4 +325,36 @@ func run(ctx context.Context, argv ...string) (string, error) {
 func Program(t testing.TB, name, debPkg string) string {
 	t.Helper()
 	return lookBinary(t, name, debPkg)
+}
+
+// CopyTree copies a directory with its modes and symlinks (a certbot
+// tree, a fake host), for a test to change its own copy.
+func CopyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case fi.IsDir():
+			return os.MkdirAll(target, fi.Mode().Perm())
+		default:
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, data, fi.Mode().Perm())
+		}
+	})
 }
