@@ -1,36 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/daneroll/daneroll/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer the ticker and the test may share.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Certificates wait together: the countdown shows every pending wait, and
 // progress lines of other certificates stay whole.
 func TestCountdownShowsEveryWait(t *testing.T) {
 	for _, tty := range []bool{false, true} {
-		var out syncBuffer
+		var out syncbuf.Buffer
 		r := &reporter{out: &out, tty: tty, every: 20 * time.Millisecond, waits: map[int]pendingWait{}}
 		doneMail := r.Waiting("mail", "hold", time.Now().Add(time.Hour))
 		doneWWW := r.Waiting("www", "hold", time.Now().Add(2*time.Hour))

@@ -31,6 +31,7 @@ import (
 	"github.com/daneroll/daneroll/internal/loopback"
 	"github.com/daneroll/daneroll/internal/pebbletest"
 	"github.com/daneroll/daneroll/internal/rig"
+	"github.com/daneroll/daneroll/internal/syncbuf"
 	"github.com/daneroll/daneroll/internal/tlsservice"
 	"github.com/daneroll/daneroll/services"
 )
@@ -64,26 +65,7 @@ type fleetHost struct {
 
 	mu    sync.Mutex // guards agent and log
 	agent *exec.Cmd
-	log   *syncBuffer
-}
-
-// syncBuffer is an agent's output, written by its process and read by the
-// test.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log   *syncbuf.Buffer
 }
 
 const fleetHosts = 3
@@ -184,7 +166,7 @@ func (f *fleet) startServices(dir string) {
 		var hosts []*fleetHost
 		var failed error
 		for i := range fleetHosts {
-			h := &fleetHost{name: fmt.Sprintf("host%d", i+1), addr: fmt.Sprintf("127.0.0.%d", i+2), log: &syncBuffer{}}
+			h := &fleetHost{name: fmt.Sprintf("host%d", i+1), addr: fmt.Sprintf("127.0.0.%d", i+2), log: &syncbuf.Buffer{}}
 			h.state = filepath.Join(dir, h.name, "state")
 			h.metrics = filepath.Join(dir, h.name, "daneroll.prom")
 			h.svc, err = tlsservice.Start(tlsservice.Options{
@@ -800,7 +782,7 @@ func TestFleetFrozenCoordinator(t *testing.T) {
 	f := newFleet(t, "30s")
 	f.issue()
 	cmd := exec.Command(bins.daneroll, "-c", f.hosts[0].cfg, "renew", "--force")
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
